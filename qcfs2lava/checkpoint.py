@@ -1,0 +1,123 @@
+"""Self-describing checkpoints (``model.pt``), written atomically, read with ``weights_only=True``.
+
+A checkpoint holds only tensors and plain Python values, so loading never runs code from the
+file. Its ``meta`` says everything needed to rebuild the model and to convert it: architecture
+and builder arguments, activation (QCFS or ReLU), L, φ, every layer's λ, input shape,
+normalisation, class names, the training configuration and final metrics.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError, UserError
+from .models import build_model
+from .qcfs import prepare_ann, qcfs_layers
+
+FORMAT = "qcfs2lava-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    meta: dict[str, Any]
+    path: str = ""
+    sha256: str = ""
+    training_state: dict[str, Any] | None = None   # optimizer/scheduler/epoch while training is unfinished
+
+
+def build_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """Rebuild the (untrained) network described by ``meta``."""
+    model = build_model(meta["arch"], **meta["arch_kwargs"])
+    if meta["activation"] == "qcfs":
+        prepare_ann(model, L=int(meta["L"]), phi=float(meta["phi"]))
+    return model
+
+
+def describe(model: nn.Module) -> dict[str, float]:
+    """Every QCFS layer's threshold λ, by module name."""
+    return {name: float(m.lam.detach()) for name, m in qcfs_layers(model)}
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename: no half-written files."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix="-" + os.path.basename(path), dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    def w(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    atomic_write(path, w)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """torch.save, atomically."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_checkpoint(path: str, model: nn.Module, meta: dict[str, Any],
+                    training_state: dict[str, Any] | None = None) -> None:
+    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION, tool_version=__version__,
+                lam=describe(model))
+    obj: dict[str, Any] = {"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if training_state is not None:
+        obj["training_state"] = training_state
+    atomic_save(obj, path)
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str, map_location: str = "cpu") -> Checkpoint:
+    """Load a checkpoint safely (``weights_only=True``); one-line ``CheckpointError`` otherwise."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:160]})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("meta"), dict) or obj["meta"].get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a qcfs2lava checkpoint (no '{FORMAT}' metadata)")
+    meta = obj["meta"]
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {meta['format_version']}; "
+                              f"this qcfs2lava reads up to {FORMAT_VERSION}")
+    try:
+        model = build_from_meta(meta)
+        model.load_state_dict(obj["state_dict"], strict=True)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: weights do not match architecture "
+                              f"'{meta.get('arch')}' ({str(e).splitlines()[0][:160]})") from None
+    model.eval()
+    return Checkpoint(model, meta, path, file_sha256(path), obj.get("training_state"))

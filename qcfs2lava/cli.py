@@ -1,0 +1,223 @@
+"""The ``qcfs2lava`` command: a thin layer over the library.
+
+Exit codes: 0 ok, 1 failure, 2 bad input (one-line message, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+from .errors import UserError
+
+EPILOG_TRAIN = """examples:
+  qcfs2lava train --arch tiny --dataset digits --epochs 30 --out m.pt
+  qcfs2lava train --arch vgg16 --dataset cifar10 --data-dir D --L 4 --epochs 300 --out vgg16.pt
+  torchrun --nproc_per_node 2 -m qcfs2lava train --arch resnet20 --dataset cifar10 --data-dir D --out r20.pt
+"""
+EPILOG_EVAL = """examples:
+  qcfs2lava evaluate m.pt --T 16
+  qcfs2lava evaluate vgg16.pt --data-dir D --T 64 --json eval.json --plot eval.png
+"""
+
+
+def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
+    p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=True,
+                   help=help)
+
+
+def _write_json(path: str | None, obj) -> None:
+    if not path:
+        return
+    from .checkpoint import atomic_write_text
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+    cfg = TrainConfig(arch=a.arch, dataset=a.dataset, data_dir=a.data_dir, out=a.out, L=a.L, phi=a.phi,
+                      activation=a.activation, lam_init=a.lam_init, epochs=a.epochs, batch_size=a.batch_size,
+                      lr=a.lr, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, crop=a.crop,
+                      flip=a.flip, autoaugment=a.autoaugment, cutout=a.cutout, augment=a.augment, seed=a.seed,
+                      resume=a.resume, log=a.log, max_steps=a.max_steps, stop_after=a.stop_after,
+                      device=a.device, threads=a.threads)
+    metrics = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {a.out}: test accuracy {100 * metrics.get('test_accuracy', float('nan')):.2f}%")
+        _write_json(a.json, metrics)
+    return 0
+
+
+def _eval_batches(ck, data_dir: str | None, n: int | None, batch_size: int):
+    from . import data as D
+    info = D.dataset_info(ck.meta["dataset"])
+    split = D.load_split(info.name, data_dir, train=False)
+    if n:
+        split = D.ArraySplit(split.x[:n], split.y[:n], split.max_value, split.class_names)
+    norm = ck.meta["normalization"]
+    info = D.DatasetInfo(info.name, info.num_classes, info.in_channels, info.input_size,
+                         tuple(norm["mean"]), tuple(norm["std"]))
+    return list(D.iterate_batches(split, batch_size, info))
+
+
+def plot_accuracy_vs_T(path: str, curves: dict[str, list[float]], ann: dict[str, float], title: str) -> None:
+    """Accuracy (%) vs time steps on a log-2 axis; ANN accuracies as dashed lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for i, (label, acc) in enumerate(curves.items()):
+        ts = list(range(1, len(acc) + 1))
+        line, = ax.plot(ts, [100 * v for v in acc], marker="o", ms=3, label=f"{label} SNN")
+        if label in ann:
+            ax.axhline(100 * ann[label], ls="--", color=line.get_color(), lw=1, label=f"{label} ANN")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    from .checkpoint import atomic_write_bytes
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _eval_table(ev) -> str:
+    ts = [t for t in REPORT_T if t <= ev.T]
+    head = "   ANN | " + " | ".join(f"T={t:<3d}" for t in ts)
+    row = f"{100 * ev.ann_accuracy:6.2f} | " + " | ".join(f"{100 * ev.at(t):5.2f}" for t in ts)
+    return head + "\n" + row
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .snn import evaluate
+    if a.T < 1:
+        raise UserError("--T must be >= 1")
+    ck = load_checkpoint(a.checkpoint)
+    if ck.meta["activation"] != "qcfs":
+        raise UserError(f"{a.checkpoint} is a ReLU network; convert it with threshold balancing "
+                        "(benchmarks/cifar10_study.py) rather than evaluate")
+    batches = _eval_batches(ck, a.data_dir, a.n, a.batch_size)
+    t0 = time.perf_counter()
+    ev = evaluate(ck.model, batches, a.T)
+    dt = time.perf_counter() - t0
+    print(f"{a.checkpoint}: {ck.meta['arch']} on {ck.meta['dataset']} ({ev.n} test images), L={ck.meta['L']}")
+    print(_eval_table(ev))
+    result = dict(checkpoint=a.checkpoint, sha256=ck.sha256, arch=ck.meta["arch"], dataset=ck.meta["dataset"],
+                  n=ev.n, T=ev.T, ann_accuracy=ev.ann_accuracy, snn_accuracy=ev.snn_accuracy,
+                  firing_rates=ev.firing_rates, seconds=dt)
+    _write_json(a.json, result)
+    if a.plot:
+        plot_accuracy_vs_T(a.plot, {"QCFS": ev.snn_accuracy}, {"QCFS": ev.ann_accuracy},
+                           f"{ck.meta['arch']} / {ck.meta['dataset']}, L={ck.meta['L']}")
+        print(f"wrote {a.plot}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    """Train a tiny QCFS net on the bundled digits, then compare ANN and SNN."""
+    from .checkpoint import load_checkpoint
+    from .snn import evaluate
+    from .train import TrainConfig, train
+    os.makedirs(a.out, exist_ok=True)
+    t0 = time.perf_counter()
+    model_path = os.path.join(a.out, "model.pt")
+    print(f"[1/2] training tiny QCFS net (L={a.L}) on digits -> {model_path}", flush=True)
+    train(TrainConfig(arch="tiny", dataset="digits", out=model_path, L=a.L, epochs=a.epochs, seed=a.seed,
+                      log=None))
+    ck = load_checkpoint(model_path)
+    print(f"[2/2] float reference SNN, T = 1..{a.T}", flush=True)
+    ev = evaluate(ck.model, _eval_batches(ck, None, None, 360), a.T)
+    print(_eval_table(ev))
+    res = dict(model=model_path, ann_accuracy=ev.ann_accuracy, snn_accuracy=ev.snn_accuracy,
+               firing_rates=ev.firing_rates, seconds=time.perf_counter() - t0)
+    _write_json(os.path.join(a.out, "demo.json"), res)
+    plot_accuracy_vs_T(os.path.join(a.out, "accuracy_vs_T.png"), {"QCFS": ev.snn_accuracy},
+                       {"QCFS": ev.ann_accuracy}, f"tiny / digits, L={a.L}")
+    print(f"done in {res['seconds']:.0f} s: ANN {100 * ev.ann_accuracy:.2f}%, SNN T={a.T} "
+          f"{100 * ev.at(a.T):.2f}%; files in {a.out}/")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qcfs2lava", description="QCFS ANN-to-SNN conversion, PyTorch to Lava.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a QCFS (or ReLU) ANN", epilog=EPILOG_TRAIN,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--arch", default="tiny", help="tiny, vgg-small, vgg16, resnet18, resnet20, resnet34")
+    t.add_argument("--dataset", default="digits", help="digits (bundled), cifar10, cifar100, imagenet")
+    t.add_argument("--data-dir", help="folder with the data set's standard layout")
+    t.add_argument("--out", default="model.pt", help="checkpoint to write (atomically, every epoch)")
+    t.add_argument("--L", type=int, default=4, help="quantization steps L (default 4)")
+    t.add_argument("--phi", type=float, default=0.5, help="shift φ (0.5; 0 = QCF ablation)")
+    t.add_argument("--activation", default="qcfs", choices=["qcfs", "relu"])
+    t.add_argument("--lam-init", type=float, default=8.0, help="initial threshold λ (default 8)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="data augmentation on/off (default: the data set's recipe)")
+    _bool_flag(t, "crop", "random crop with 4-px padding")
+    _bool_flag(t, "flip", "random horizontal flip")
+    _bool_flag(t, "autoaugment", "AutoAugment (CIFAR-10 policy)")
+    _bool_flag(t, "cutout", "Cutout 16 px")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run from --out")
+    t.add_argument("--log", help="append per-epoch metrics as JSON lines")
+    t.add_argument("--json", help="write final metrics as JSON")
+    t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke tests)")
+    t.add_argument("--stop-after", type=int, help="stop after this many epochs, resumable")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="ANN and float SNN accuracy at T = 1..T", epilog=EPILOG_EVAL,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("checkpoint")
+    e.add_argument("--data-dir")
+    e.add_argument("--T", type=int, default=64)
+    e.add_argument("--n", type=int, help="only the first n test images")
+    e.add_argument("--batch-size", type=int, default=250)
+    e.add_argument("--json")
+    e.add_argument("--plot", help="PNG: accuracy vs T")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="the whole path on the bundled digits")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--L", type=int, default=4)
+    d.add_argument("--T", type=int, default=16)
+    d.add_argument("--epochs", type=int, default=30)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UserError as e:
+        print(f"qcfs2lava: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qcfs2lava: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Float reference SNN: the QCFS ANN's integrate-and-fire twin (Algorithm 1, lines 22-26).
+
+Every QCFS layer becomes an IF neuron with no leak, threshold θ = λ, firing when v ≥ θ,
+reset by subtraction and initial potential v(0) = φ·θ; the input is the same analog image
+at every step, and the network output is the running mean of the logits. One pass of T steps
+gives the accuracy at every t = 1..T. ReLU layers can be converted too, given a threshold per
+layer (the threshold-balancing baselines).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .qcfs import QCFS
+
+__all__ = ["if_step", "IFNeuron", "convert", "simulate", "SNNResult", "evaluate", "if_layers"]
+
+
+def if_step(v: torch.Tensor, x: torch.Tensor, theta: torch.Tensor | float
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the IF neuron with reset by subtraction (paper eq. 2-4, combined as eq. 6).
+
+    ``m = v + x``; a spike is fired where ``m ≥ θ``; ``v ← m − s·θ``.
+    Returns the new potential and the postsynaptic output ``s·θ``.
+    """
+    m = v + x
+    s = (m >= theta).to(m.dtype)
+    return m - s * theta, s * theta
+
+
+class IFNeuron(nn.Module):
+    """Stateful IF layer; call :meth:`reset` before each sample batch."""
+
+    def __init__(self, theta: float, v0_frac: float = 0.5):
+        super().__init__()
+        self.register_buffer("theta", torch.tensor(float(theta)))
+        self.v0_frac = float(v0_frac)
+        self.v: torch.Tensor | None = None
+        self.spikes: torch.Tensor | None = None   # total spikes so far, per sample
+        self.out_sum: torch.Tensor | None = None  # Σ_t s(t)·θ, for the conversion error φ(T) of eq. 9
+        self.record = False
+
+    def reset(self) -> None:
+        self.v = None
+        self.spikes = None
+        self.out_sum = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.v is None:
+            self.v = torch.full_like(x, self.v0_frac * float(self.theta))
+            self.spikes = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        self.v, out = if_step(self.v, x, self.theta)
+        self.spikes += (out > 0).flatten(1).sum(1).double()
+        if self.record:
+            self.out_sum = out.clone() if self.out_sum is None else self.out_sum + out
+        return out
+
+    def extra_repr(self) -> str:
+        return f"theta={float(self.theta):.4g}, v0={self.v0_frac}·θ"
+
+
+def convert(model: nn.Module, v0_frac: float | None = None,
+            thresholds: dict[str, float] | None = None) -> nn.Module:
+    """Copy ``model`` with every QCFS replaced by an IF neuron (θ = λ, v(0) = φ·θ by default).
+
+    ``v0_frac`` overrides v(0)/θ for every layer; ``thresholds`` maps ReLU module names to θ for
+    converting a plain ReLU ANN (threshold balancing). The original model is not modified.
+    """
+    snn = copy.deepcopy(model).eval()
+    names = dict(snn.named_modules())
+    for name, mod in list(names.items()):
+        if isinstance(mod, QCFS):
+            new = IFNeuron(float(mod.lam.detach().clamp(min=1e-3)), mod.phi if v0_frac is None else v0_frac)
+        elif isinstance(mod, nn.ReLU) and thresholds is not None:
+            if name not in thresholds:
+                raise KeyError(f"no threshold given for ReLU '{name}'")
+            new = IFNeuron(thresholds[name], 0.0 if v0_frac is None else v0_frac)
+        else:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(names[parent_name] if parent_name else snn, child, new)
+    return snn
+
+
+def if_layers(snn: nn.Module) -> list[tuple[str, IFNeuron]]:
+    return [(n, m) for n, m in snn.named_modules() if isinstance(m, IFNeuron)]
+
+
+@dataclass
+class SNNResult:
+    """``logits[t-1]`` is the mean output over steps 1..t, shape (T, N, classes)."""
+    logits: torch.Tensor
+    spikes: dict[str, torch.Tensor]        # per layer: spike count per sample over T steps
+    neurons: dict[str, int]                # per layer: neurons per sample
+    T: int
+
+    def firing_rates(self) -> dict[str, float]:
+        """Mean spikes per neuron per step, per layer."""
+        return {k: float(self.spikes[k].mean()) / (self.neurons[k] * self.T) for k in self.spikes}
+
+
+@torch.no_grad()
+def simulate(snn: nn.Module, x: torch.Tensor, T: int) -> SNNResult:
+    """Run ``T`` steps with the constant analog input ``x``; reset state first."""
+    layers = if_layers(snn)
+    for _, m in layers:
+        m.reset()
+    total = None
+    outs = []
+    for t in range(1, T + 1):
+        y = snn(x)
+        total = y.clone() if total is None else total + y
+        outs.append(total / t)
+    neurons = {n: int(m.v[0].numel()) for n, m in layers}
+    return SNNResult(torch.stack(outs), {n: m.spikes.clone() for n, m in layers}, neurons, T)
+
+
+@dataclass
+class Evaluation:
+    T: int
+    n: int
+    ann_accuracy: float
+    snn_accuracy: list[float]                # index t-1: accuracy at t steps
+    firing_rates: dict[str, float] = field(default_factory=dict)
+
+    def at(self, t: int) -> float:
+        return self.snn_accuracy[t - 1]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], T: int,
+             snn: nn.Module | None = None) -> Evaluation:
+    """ANN accuracy and SNN accuracy at every t = 1..T over ``batches``."""
+    model.eval()
+    snn = convert(model) if snn is None else snn
+    correct_ann = 0
+    correct_snn = torch.zeros(T, dtype=torch.float64)
+    spikes: dict[str, float] = {}
+    neurons: dict[str, int] = {}
+    n = 0
+    for x, y in batches:
+        correct_ann += int((model(x).argmax(1) == y).sum())
+        r = simulate(snn, x, T)
+        correct_snn += (r.logits.argmax(2) == y.view(1, -1)).sum(1).double()
+        for k, v in r.spikes.items():
+            spikes[k] = spikes.get(k, 0.0) + float(v.sum())
+        neurons = r.neurons
+        n += len(y)
+    rates = {k: spikes[k] / (n * neurons[k] * T) for k in spikes}
+    return Evaluation(T, n, correct_ann / n, (correct_snn / n).tolist(), rates)

@@ -1,0 +1,211 @@
+"""Training recipe (paper, appendix A.1): SGD with momentum 0.9, cosine schedule, weight decay
+5e-4 (CIFAR) / 1e-4 (ImageNet), lr 0.1 (0.02 for CIFAR-100), λ initialised at 8.
+
+Deterministic on CPU for a given seed: each epoch draws its shuffling and augmentation from a
+generator seeded by (seed, epoch), so ``resume`` from an end-of-epoch checkpoint reproduces an
+uninterrupted run. Multi-process training uses PyTorch DDP: ``torchrun --nproc_per_node N -m
+qcfs2lava train ...`` (gloo on CPU, NCCL on GPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import data as D
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import UserError
+from .models import build_model
+from .progress import Progress
+from .qcfs import prepare_ann
+
+# Per-dataset defaults: the paper's recipe, except the bundled digits (seconds on a CPU).
+RECIPES: dict[str, dict[str, Any]] = {
+    "digits": dict(epochs=30, batch_size=64, lr=0.05, weight_decay=5e-4, augment=False),
+    "cifar10": dict(epochs=300, batch_size=128, lr=0.1, weight_decay=5e-4, augment=True),
+    "cifar100": dict(epochs=300, batch_size=128, lr=0.02, weight_decay=5e-4, augment=True),
+    "imagenet": dict(epochs=120, batch_size=256, lr=0.1, weight_decay=1e-4, augment=True),
+}
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "tiny"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    out: str = "model.pt"
+    L: int = 4
+    phi: float = 0.5
+    activation: str = "qcfs"          # "qcfs" or "relu" (the threshold-balancing baselines)
+    lam_init: float = 8.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    label_smoothing: float = 0.0
+    crop: bool = True
+    flip: bool = True
+    autoaugment: bool = True
+    cutout: bool = True
+    augment: bool | None = None       # None: the dataset's recipe
+    seed: int = 0
+    resume: bool = False
+    log: str | None = None            # JSON lines, one per epoch
+    max_steps: int | None = None      # stop early (smoke tests)
+    stop_after: int | None = None     # stop after this many epochs, as if interrupted
+    device: str = "cpu"
+    threads: int | None = None
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> "TrainConfig":
+        D.dataset_info(self.dataset)
+        r = RECIPES[self.dataset]
+        c = dataclasses.replace(self)
+        for k in ("epochs", "batch_size", "lr", "weight_decay", "augment"):
+            if getattr(c, k) is None:
+                setattr(c, k, r[k])
+        if c.activation not in ("qcfs", "relu"):
+            raise UserError(f"activation must be 'qcfs' or 'relu', not '{c.activation}'")
+        if c.L < 1 or c.epochs < 1 or c.batch_size < 1:
+            raise UserError("L, epochs and batch size must be positive")
+        return c
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("QCFS2LAVA_BACKEND") != "gloo" else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights and on λ (keeps thresholds tight); none on BN/bias."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if (p.ndim == 1 or name.endswith(".bias")) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split, info: D.DatasetInfo, batch_size: int = 500, device: str = "cpu") -> float:
+    model.eval()
+    correct = n = 0
+    for x, y in D.iterate_batches(split, batch_size, info):
+        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+        n += len(y)
+    return correct / max(n, 1)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train and write ``cfg.out``; returns the final metrics."""
+    cfg = cfg.resolved()
+    rank, world = _dist()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    info = D.dataset_info(cfg.dataset)
+    if cfg.dataset == "imagenet":
+        raise UserError("ImageNet training runs on GPUs with DataLoader workers: see docs/reproduce.md "
+                        "(this CPU trainer handles the in-memory data sets)")
+    train_split = D.load_split(cfg.dataset, cfg.data_dir, train=True)
+    test_split = D.load_split(cfg.dataset, cfg.data_dir, train=False)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, info.num_classes, info.in_channels, info.input_size)
+    if cfg.activation == "qcfs":
+        prepare_ann(model, L=cfg.L, lam_init=cfg.lam_init, phi=cfg.phi)
+    model.to(cfg.device)
+    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
+    steps_per_epoch = (len(train_split) // world) // cfg.batch_size
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
+    if cfg.resume and os.path.exists(cfg.out):
+        ck = load_checkpoint(cfg.out)
+        if ck.training_state is None:
+            raise UserError(f"{cfg.out} is a finished checkpoint; nothing to resume")
+        model.load_state_dict(ck.model.state_dict())
+        opt.load_state_dict(ck.training_state["optimizer"])
+        sched.load_state_dict(ck.training_state["scheduler"])
+        start_epoch = int(ck.training_state["epoch"])
+        history = list(ck.meta.get("history", []))
+    ddp_model: nn.Module = model
+    if world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model)
+    augment = D.Augment(crop=4 if cfg.crop else 0, flip=cfg.flip, autoaugment=cfg.autoaugment,
+                        cutout=16 if cfg.cutout else 0) if cfg.augment else None
+    meta_base = dict(arch=cfg.arch, arch_kwargs=dict(num_classes=info.num_classes, in_channels=info.in_channels,
+                                                     input_size=info.input_size),
+                     activation=cfg.activation, L=cfg.L, phi=cfg.phi if cfg.activation == "qcfs" else 0.0,
+                     dataset=cfg.dataset, input_shape=[info.in_channels, info.input_size, info.input_size],
+                     normalization=dict(mean=list(info.mean), std=list(info.std),
+                                        max_value=float(train_split.max_value)),
+                     class_names=list(train_split.class_names),
+                     train_config={k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"})
+    step = 0
+    last_metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        ddp_model.train()
+        torch.manual_seed(cfg.seed * 100003 + epoch)           # dropout
+        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        bar = Progress(steps_per_epoch * cfg.batch_size * world, f"epoch {epoch + 1}/{cfg.epochs}", "img",
+                       enabled=rank == 0 and not cfg.quiet)
+        t0 = time.perf_counter()
+        tot_loss = tot_correct = tot_n = 0.0
+        for x, y in D.iterate_batches(train_split, cfg.batch_size, info, shuffle=True, generator=g,
+                                      augment=augment, rank=rank, world=world, drop_last=True):
+            x, y = x.to(cfg.device), y.to(cfg.device)
+            out = ddp_model(x)
+            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if not math.isfinite(float(loss)):
+                raise UserError(f"training diverged (loss {float(loss)}) at epoch {epoch + 1}; lower --lr")
+            tot_loss += float(loss) * len(y)
+            tot_correct += float((out.argmax(1) == y).sum())
+            tot_n += len(y)
+            bar.update(len(y) * world, loss=tot_loss / tot_n, acc=tot_correct / tot_n)
+            step += 1
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        bar.close()
+        test_acc = accuracy(model, test_split, info, device=cfg.device) if rank == 0 else float("nan")
+        last_metrics = dict(epoch=epoch + 1, train_loss=tot_loss / max(tot_n, 1),
+                            train_accuracy=tot_correct / max(tot_n, 1), test_accuracy=test_acc,
+                            lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
+                            images_per_second=tot_n * world / max(time.perf_counter() - t0, 1e-9))
+        history.append(last_metrics)
+        finished = epoch + 1 == cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
+        if rank == 0:
+            if not cfg.quiet:
+                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {last_metrics['train_loss']:.4f} "
+                      f"train {100 * last_metrics['train_accuracy']:.2f}% test {100 * test_acc:.2f}% "
+                      f"({last_metrics['images_per_second']:.0f} img/s)", flush=True)
+            if cfg.log:
+                with open(cfg.log, "a") as f:
+                    f.write(json.dumps(last_metrics) + "\n")
+            state = None if finished else dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                                               epoch=epoch + 1)
+            save_checkpoint(cfg.out, model, dict(meta_base, history=history, metrics=last_metrics), state)
+        if finished or (cfg.stop_after and epoch + 1 - start_epoch >= cfg.stop_after):
+            break
+    if world > 1:
+        last_metrics["ddp_world_size"] = world
+        dump = os.environ.get("QCFS2LAVA_RANK_DUMP")
+        if dump:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       os.path.join(dump, f"rank{rank}.pt"))
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return last_metrics

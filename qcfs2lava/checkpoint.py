@@ -37,8 +37,7 @@ class Checkpoint:
 def build_from_meta(meta: dict[str, Any]) -> nn.Module:
     """Rebuild the (untrained) network described by ``meta``."""
     model = build_model(meta["arch"], **meta["arch_kwargs"])
-    if meta["activation"] == "qcfs":
-        prepare_ann(model, L=int(meta["L"]), phi=float(meta["phi"]))
+    prepare_ann(model, L=int(meta["L"]), phi=float(meta["phi"]), keep_relu=meta["activation"] == "relu")
     return model
 
 

@@ -108,11 +108,13 @@ def _check_no_functional_relu(model: nn.Module) -> None:
                 "converted; use nn.ReLU modules")
 
 
-def prepare_ann(model: nn.Module, L: int = 4, lam_init: float = 8.0, phi: float = 0.5) -> nn.Module:
+def prepare_ann(model: nn.Module, L: int = 4, lam_init: float = 8.0, phi: float = 0.5,
+                keep_relu: bool = False) -> nn.Module:
     """Algorithm 1, lines 1-8: every ReLU becomes QCFS(L, λ), every MaxPool an AvgPool.
 
     Works in place and returns the model. Raises ``ConversionError`` naming the module for
     anything the conversion cannot represent (other activations, functional ReLU calls).
+    ``keep_relu`` only swaps the pools: the plain ReLU network of the threshold-balancing baselines.
     """
     for name, mod in model.named_modules():
         if isinstance(mod, _UNSUPPORTED_ACTIVATIONS):
@@ -125,7 +127,8 @@ def prepare_ann(model: nn.Module, L: int = 4, lam_init: float = 8.0, phi: float 
     def swap(parent: nn.Module) -> None:
         for child_name, child in parent.named_children():
             if isinstance(child, nn.ReLU):
-                setattr(parent, child_name, QCFS(L=L, lam_init=lam_init, phi=phi))
+                if not keep_relu:
+                    setattr(parent, child_name, QCFS(L=L, lam_init=lam_init, phi=phi))
             elif isinstance(child, nn.MaxPool2d):
                 if child.dilation not in (1, (1, 1)) or child.ceil_mode:
                     raise ConversionError(

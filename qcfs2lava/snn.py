@@ -152,3 +152,42 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         n += len(y)
     rates = {k: spikes[k] / (n * neurons[k] * T) for k in spikes}
     return Evaluation(T, n, correct_ann / n, (correct_snn / n).tolist(), rates)
+
+
+@torch.no_grad()
+def layer_errors(model: nn.Module, x: torch.Tensor, T: int, snn: nn.Module | None = None
+                 ) -> dict[str, dict[str, float]]:
+    """Per layer, the conversion error φ_l(T) − a_l of eq. 9/12 on the batch ``x``.
+
+    ``a_l`` is the ANN's QCFS output and ``φ_l(T) = Σ_t s_l(t)·θ_l / T`` the SNN layer's mean
+    output. The error accumulates through the network, as it does in deployment. Returns mean
+    signed error, mean absolute error (both in units of θ_l) and the firing rate per layer.
+    """
+    model.eval()
+    snn = convert(model) if snn is None else snn
+    acts: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: acts.__setitem__(n, o.detach()))
+             for n, m in model.named_modules() if isinstance(m, QCFS)]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    layers = if_layers(snn)
+    for _, m in layers:
+        m.record = True
+    try:
+        r = simulate(snn, x, T)
+    finally:
+        for _, m in layers:
+            m.record = False
+    rates = r.firing_rates()
+    out = {}
+    for name, m in layers:
+        if name not in acts:
+            continue
+        theta = float(m.theta)
+        err = (m.out_sum / T - acts[name]) / theta
+        out[name] = dict(mean_error=float(err.mean()), mean_abs_error=float(err.abs().mean()),
+                         firing_rate=rates[name], theta=theta)
+    return out

@@ -89,6 +89,15 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _average_buffers(model: nn.Module, world: int) -> None:
+    """DDP all-reduces gradients, so parameters agree; BatchNorm statistics are per rank.
+    Average them at each epoch's end so that every rank holds the same model."""
+    for b in model.buffers():
+        if b.is_floating_point():
+            torch.distributed.all_reduce(b)
+            b /= world
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights and on λ (keeps thresholds tight); none on BN/bias."""
     decay, no_decay = [], []
@@ -121,8 +130,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     test_split = D.load_split(cfg.dataset, cfg.data_dir, train=False)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, info.num_classes, info.in_channels, info.input_size)
-    if cfg.activation == "qcfs":
-        prepare_ann(model, L=cfg.L, lam_init=cfg.lam_init, phi=cfg.phi)
+    prepare_ann(model, L=cfg.L, lam_init=cfg.lam_init, phi=cfg.phi, keep_relu=cfg.activation == "relu")
     model.to(cfg.device)
     opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = (len(train_split) // world) // cfg.batch_size
@@ -170,9 +178,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loss.backward()
             opt.step()
             sched.step()
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(loss.item()):
                 raise UserError(f"training diverged (loss {float(loss)}) at epoch {epoch + 1}; lower --lr")
-            tot_loss += float(loss) * len(y)
+            tot_loss += loss.item() * len(y)
             tot_correct += float((out.argmax(1) == y).sum())
             tot_n += len(y)
             bar.update(len(y) * world, loss=tot_loss / tot_n, acc=tot_correct / tot_n)
@@ -180,6 +188,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         bar.close()
+        if world > 1:
+            _average_buffers(model, world)
         test_acc = accuracy(model, test_split, info, device=cfg.device) if rank == 0 else float("nan")
         last_metrics = dict(epoch=epoch + 1, train_loss=tot_loss / max(tot_n, 1),
                             train_accuracy=tot_correct / max(tot_n, 1), test_accuracy=test_acc,

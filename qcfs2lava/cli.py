@@ -43,7 +43,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                       lr=a.lr, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, crop=a.crop,
                       flip=a.flip, autoaugment=a.autoaugment, cutout=a.cutout, augment=a.augment, seed=a.seed,
                       resume=a.resume, log=a.log, max_steps=a.max_steps, stop_after=a.stop_after,
-                      device=a.device, threads=a.threads)
+                      device=a.device, threads=a.threads, workers=a.workers)
     metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {a.out}: test accuracy {100 * metrics.get('test_accuracy', float('nan')):.2f}%")
@@ -101,7 +101,7 @@ def _eval_table(ev) -> str:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .snn import evaluate
+    from .snn import evaluate, layer_errors
     if a.T < 1:
         raise UserError("--T must be >= 1")
     ck = load_checkpoint(a.checkpoint)
@@ -114,9 +114,15 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     print(f"{a.checkpoint}: {ck.meta['arch']} on {ck.meta['dataset']} ({ev.n} test images), L={ck.meta['L']}")
     print(_eval_table(ev))
+    errs = layer_errors(ck.model, batches[0][0], a.T)
+    print(f"per layer (conversion error φ(T)−a in units of θ, first {len(batches[0][1])} images, T={a.T}):")
+    print("  layer            θ   firing rate   mean error   mean |error|")
+    for name, e in errs.items():
+        print(f"  {name:<12s} {e['theta']:7.3f}   {ev.firing_rates[name]:11.4f}   {e['mean_error']:+10.4f}   "
+              f"{e['mean_abs_error']:12.4f}")
     result = dict(checkpoint=a.checkpoint, sha256=ck.sha256, arch=ck.meta["arch"], dataset=ck.meta["dataset"],
                   n=ev.n, T=ev.T, ann_accuracy=ev.ann_accuracy, snn_accuracy=ev.snn_accuracy,
-                  firing_rates=ev.firing_rates, seconds=dt)
+                  firing_rates=ev.firing_rates, layer_errors=errs, seconds=dt)
     _write_json(a.json, result)
     if a.plot:
         plot_accuracy_vs_T(a.plot, {"QCFS": ev.snn_accuracy}, {"QCFS": ev.ann_accuracy},
@@ -183,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stop-after", type=int, help="stop after this many epochs, resumable")
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int)
+    t.add_argument("--workers", type=int, default=4, help="data loader workers (ImageNet)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ANN and float SNN accuracy at T = 1..T", epilog=EPILOG_EVAL,

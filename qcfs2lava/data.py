@@ -18,7 +18,7 @@ import torch
 from .errors import DataError, UserError
 
 __all__ = ["DatasetInfo", "ArraySplit", "DATASETS", "dataset_info", "load_split", "Augment",
-           "iterate_batches", "normalize"]
+           "iterate_batches", "loader_batches", "batches", "normalize"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,31 @@ class Augment:
             hole = (ys >= cy) & (ys < cy + self.cutout) & (xs >= cx) & (xs < cx + self.cutout)
             x = x * (~hole).unsqueeze(1).to(x.dtype)
         return x
+
+
+def loader_batches(folder, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                   rank: int = 0, world: int = 1, drop_last: bool = False, workers: int = 4
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches from an on-disk folder data set (ImageNet): a DataLoader with worker processes; the
+    folder's own transforms already augment and normalise. rank/world shard the order for DDP."""
+    n = len(folder)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if world > 1:
+        per = n // world
+        order = order[rank * per:(rank + 1) * per]
+    dl = torch.utils.data.DataLoader(folder, batch_size=batch_size, sampler=order.tolist(), num_workers=workers,
+                                     drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+                                     persistent_workers=False)
+    yield from dl
+
+
+def batches(split, batch_size: int, info: DatasetInfo, **kw) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised (x, y) batches from any split :func:`load_split` returns."""
+    if isinstance(split, ArraySplit):
+        kw.pop("workers", None)
+        return iterate_batches(split, batch_size, info, **kw)
+    kw.pop("augment", None)
+    return loader_batches(split, batch_size, **kw)
 
 
 def iterate_batches(split: ArraySplit, batch_size: int, info: DatasetInfo, *, shuffle: bool = False,

@@ -32,7 +32,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "digits": dict(epochs=30, batch_size=64, lr=0.05, weight_decay=5e-4, augment=False),
     "cifar10": dict(epochs=300, batch_size=128, lr=0.1, weight_decay=5e-4, augment=True),
     "cifar100": dict(epochs=300, batch_size=128, lr=0.02, weight_decay=5e-4, augment=True),
-    "imagenet": dict(epochs=120, batch_size=256, lr=0.1, weight_decay=1e-4, augment=True),
+    "imagenet": dict(epochs=300, batch_size=256, lr=0.1, weight_decay=1e-4, augment=True),
 }
 
 
@@ -64,6 +64,7 @@ class TrainConfig:
     stop_after: int | None = None     # stop after this many epochs, as if interrupted
     device: str = "cpu"
     threads: int | None = None
+    workers: int = 4                  # DataLoader workers (folder data sets only)
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -110,7 +111,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 def accuracy(model: nn.Module, split, info: D.DatasetInfo, batch_size: int = 500, device: str = "cpu") -> float:
     model.eval()
     correct = n = 0
-    for x, y in D.iterate_batches(split, batch_size, info):
+    for x, y in D.batches(split, batch_size, info):
         correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
         n += len(y)
     return correct / max(n, 1)
@@ -123,9 +124,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info = D.dataset_info(cfg.dataset)
-    if cfg.dataset == "imagenet":
-        raise UserError("ImageNet training runs on GPUs with DataLoader workers: see docs/reproduce.md "
-                        "(this CPU trainer handles the in-memory data sets)")
     train_split = D.load_split(cfg.dataset, cfg.data_dir, train=True)
     test_split = D.load_split(cfg.dataset, cfg.data_dir, train=False)
     torch.manual_seed(cfg.seed)
@@ -156,8 +154,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                      activation=cfg.activation, L=cfg.L, phi=cfg.phi if cfg.activation == "qcfs" else 0.0,
                      dataset=cfg.dataset, input_shape=[info.in_channels, info.input_size, info.input_size],
                      normalization=dict(mean=list(info.mean), std=list(info.std),
-                                        max_value=float(train_split.max_value)),
-                     class_names=list(train_split.class_names),
+                                        max_value=float(getattr(train_split, "max_value", 255.0))),
+                     class_names=list(getattr(train_split, "class_names", None) or train_split.classes),
                      train_config={k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"})
     step = 0
     last_metrics: dict[str, Any] = {}
@@ -169,8 +167,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                        enabled=rank == 0 and not cfg.quiet)
         t0 = time.perf_counter()
         tot_loss = tot_correct = tot_n = 0.0
-        for x, y in D.iterate_batches(train_split, cfg.batch_size, info, shuffle=True, generator=g,
-                                      augment=augment, rank=rank, world=world, drop_last=True):
+        for x, y in D.batches(train_split, cfg.batch_size, info, shuffle=True, generator=g, augment=augment,
+                              rank=rank, world=world, drop_last=True, workers=cfg.workers):
             x, y = x.to(cfg.device), y.to(cfg.device)
             out = ddp_model(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
@@ -190,7 +188,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         bar.close()
         if world > 1:
             _average_buffers(model, world)
-        test_acc = accuracy(model, test_split, info, device=cfg.device) if rank == 0 else float("nan")
+        test_acc = float("nan")
+        if rank == 0:
+            test_acc = accuracy(model, test_split, info, batch_size=cfg.batch_size, device=cfg.device)
         last_metrics = dict(epoch=epoch + 1, train_loss=tot_loss / max(tot_n, 1),
                             train_accuracy=tot_correct / max(tot_n, 1), test_accuracy=test_acc,
                             lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0,

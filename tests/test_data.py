@@ -87,3 +87,25 @@ def test_ddp_shards_are_disjoint_and_equal_sized():
                                                                rank=r, world=2)]))
     assert len(got[0]) == len(got[1]) == 180
     assert not set(got[0].tolist()) & set(got[1].tolist())
+
+
+def _fake_imagenet(root):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("n01440764", "n01443537"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(d / f"{i}.JPEG")
+
+
+def test_imagenet_class_folders_train_and_test_transforms(tmp_path):
+    _fake_imagenet(tmp_path)
+    tr = D.load_split("imagenet", str(tmp_path), True)
+    te = D.load_split("imagenet", str(tmp_path), False)
+    assert tr.classes == ["n01440764", "n01443537"] and len(te) == 6
+    x, y = next(iter(D.batches(te, 4, D.DATASETS["imagenet"], workers=0)))
+    assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 0, 1]
+    with pytest.raises(DataError, match="ImageNet not found"):
+        D.load_split("imagenet", str(tmp_path / "nothing"), True)

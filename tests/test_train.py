@@ -62,3 +62,13 @@ def test_ddp_two_cpu_processes_hold_identical_weights(tmp_path):
     init = load_checkpoint(str(tmp_path / "ddp.pt")).model.state_dict()
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
     assert all(torch.equal(r0[k], init[k]) for k in r0)   # rank 0 wrote the checkpoint
+
+
+def test_imagenet_folders_train_through_the_cli(tmp_path):
+    from test_data import _fake_imagenet
+    _fake_imagenet(tmp_path)
+    r = run_cli("train", "--arch", "tiny", "--dataset", "imagenet", "--data-dir", tmp_path, "--epochs", "1",
+                "--batch-size", "2", "--workers", "0", "--out", tmp_path / "in.pt", env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    ck = load_checkpoint(str(tmp_path / "in.pt"))
+    assert ck.meta["input_shape"] == [3, 224, 224] and ck.meta["class_names"] == ["n01440764", "n01443537"]

@@ -21,6 +21,7 @@ EPILOG_TRAIN = """examples:
 EPILOG_EVAL = """examples:
   qcfs2lava evaluate m.pt --T 16
   qcfs2lava evaluate vgg16.pt --data-dir D --T 64 --json eval.json --plot eval.png
+  qcfs2lava evaluate relu.pt --data-dir D --balance max --v0 0.5     # ReLU net, threshold balancing
 """
 
 
@@ -52,15 +53,14 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _eval_batches(ck, data_dir: str | None, n: int | None, batch_size: int):
+    import torch
     from . import data as D
-    info = D.dataset_info(ck.meta["dataset"])
-    split = D.load_split(info.name, data_dir, train=False)
-    if n:
+    split = D.load_split(ck.meta["dataset"], data_dir, train=False)
+    if n and isinstance(split, D.ArraySplit):
         split = D.ArraySplit(split.x[:n], split.y[:n], split.max_value, split.class_names)
-    norm = ck.meta["normalization"]
-    info = D.DatasetInfo(info.name, info.num_classes, info.in_channels, info.input_size,
-                         tuple(norm["mean"]), tuple(norm["std"]))
-    return list(D.iterate_batches(split, batch_size, info))
+    elif n:
+        split = torch.utils.data.Subset(split, range(min(n, len(split))))
+    return list(D.batches(split, batch_size, _info_of(ck)))
 
 
 def plot_accuracy_vs_T(path: str, curves: dict[str, list[float]], ann: dict[str, float], title: str) -> None:
@@ -99,34 +99,58 @@ def _eval_table(ev) -> str:
     return head + "\n" + row
 
 
+def _snn_for(ck, a) -> "torch.nn.Module":
+    """The checkpoint's SNN twin; ReLU nets get data-based thresholds (``--balance``)."""
+    from . import data as D
+    from .balance import activation_thresholds
+    from .snn import convert
+    if ck.meta["activation"] == "qcfs":
+        return convert(ck.model, v0_frac=a.v0)
+    info = D.dataset_info(ck.meta["dataset"])
+    calib = D.load_split(info.name, a.data_dir, train=True)
+    calib = D.ArraySplit(calib.x[:a.calib], calib.y[:a.calib], calib.max_value, calib.class_names)
+    pct = 100.0 if a.balance == "max" else 99.9
+    th = activation_thresholds(ck.model, D.iterate_batches(calib, 500, _info_of(ck)), pct)
+    print(f"ReLU network: thresholds from the {a.balance} activation of {len(calib)} training images")
+    return convert(ck.model, v0_frac=0.0 if a.v0 is None else a.v0, thresholds=th)
+
+
+def _info_of(ck):
+    from . import data as D
+    info = D.dataset_info(ck.meta["dataset"])
+    norm = ck.meta["normalization"]
+    return D.DatasetInfo(info.name, info.num_classes, info.in_channels, info.input_size,
+                         tuple(norm["mean"]), tuple(norm["std"]))
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .snn import evaluate, layer_errors
     if a.T < 1:
         raise UserError("--T must be >= 1")
     ck = load_checkpoint(a.checkpoint)
-    if ck.meta["activation"] != "qcfs":
-        raise UserError(f"{a.checkpoint} is a ReLU network; convert it with threshold balancing "
-                        "(benchmarks/cifar10_study.py) rather than evaluate")
     batches = _eval_batches(ck, a.data_dir, a.n, a.batch_size)
+    snn = _snn_for(ck, a)
     t0 = time.perf_counter()
-    ev = evaluate(ck.model, batches, a.T)
+    ev = evaluate(ck.model, batches, a.T, snn=snn)
     dt = time.perf_counter() - t0
-    print(f"{a.checkpoint}: {ck.meta['arch']} on {ck.meta['dataset']} ({ev.n} test images), L={ck.meta['L']}")
+    print(f"{a.checkpoint}: {ck.meta['arch']} on {ck.meta['dataset']} ({ev.n} test images), "
+          f"{ck.meta['activation']}, L={ck.meta['L']}, {dt:.1f} s")
     print(_eval_table(ev))
-    errs = layer_errors(ck.model, batches[0][0], a.T)
-    print(f"per layer (conversion error φ(T)−a in units of θ, first {len(batches[0][1])} images, T={a.T}):")
-    print("  layer            θ   firing rate   mean error   mean |error|")
-    for name, e in errs.items():
-        print(f"  {name:<12s} {e['theta']:7.3f}   {ev.firing_rates[name]:11.4f}   {e['mean_error']:+10.4f}   "
-              f"{e['mean_abs_error']:12.4f}")
+    errs = layer_errors(ck.model, batches[0][0], a.T, snn=snn) if ck.meta["activation"] == "qcfs" else {}
+    if errs:
+        print(f"per layer (conversion error φ(T)−a in units of θ, first {len(batches[0][1])} images, T={a.T}):")
+        print("  layer            θ   firing rate   mean error   mean |error|")
+        for name, e in errs.items():
+            print(f"  {name:<12s} {e['theta']:7.3f}   {ev.firing_rates[name]:11.4f}   {e['mean_error']:+10.4f}   "
+                  f"{e['mean_abs_error']:12.4f}")
     result = dict(checkpoint=a.checkpoint, sha256=ck.sha256, arch=ck.meta["arch"], dataset=ck.meta["dataset"],
-                  n=ev.n, T=ev.T, ann_accuracy=ev.ann_accuracy, snn_accuracy=ev.snn_accuracy,
-                  firing_rates=ev.firing_rates, layer_errors=errs, seconds=dt)
+                  activation=ck.meta["activation"], n=ev.n, T=ev.T, ann_accuracy=ev.ann_accuracy,
+                  snn_accuracy=ev.snn_accuracy, firing_rates=ev.firing_rates, layer_errors=errs, seconds=dt)
     _write_json(a.json, result)
     if a.plot:
-        plot_accuracy_vs_T(a.plot, {"QCFS": ev.snn_accuracy}, {"QCFS": ev.ann_accuracy},
-                           f"{ck.meta['arch']} / {ck.meta['dataset']}, L={ck.meta['L']}")
+        plot_accuracy_vs_T(a.plot, {"SNN": ev.snn_accuracy}, {"SNN": ev.ann_accuracy},
+                           f"{ck.meta['arch']} / {ck.meta['dataset']}, {ck.meta['activation']}, L={ck.meta['L']}")
         print(f"wrote {a.plot}")
     return 0
 
@@ -201,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=250)
     e.add_argument("--json")
     e.add_argument("--plot", help="PNG: accuracy vs T")
+    e.add_argument("--v0", type=float, help="v(0)/θ for every layer (default: φ of the checkpoint; 0 for ReLU)")
+    e.add_argument("--balance", choices=["max", "p99.9"], default="p99.9",
+                   help="ReLU checkpoints: threshold = max or 99.9th percentile activation (default p99.9)")
+    e.add_argument("--calib", type=int, default=1000, help="training images for --balance")
     e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="the whole path on the bundled digits")

@@ -47,3 +47,14 @@ def test_evaluate_prints_table_json_and_plot(digits_model, tmp_path):
 def test_help_lists_examples():
     r = run_cli("train", "--help")
     assert r.returncode == 0 and "examples:" in r.stdout
+
+
+def test_evaluate_relu_checkpoint_with_threshold_balancing(tmp_path):
+    p = tmp_path / "relu.pt"
+    assert run_cli("train", "--activation", "relu", "--epochs", "3", "--out", p).returncode == 0
+    r = run_cli("evaluate", p, "--T", "32", "--balance", "max", "--json", tmp_path / "e.json")
+    assert r.returncode == 0, r.stderr
+    assert "thresholds from the max activation of 1000 training images" in r.stdout
+    import json
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["activation"] == "relu" and len(res["snn_accuracy"]) == 32

@@ -25,7 +25,8 @@ sys.path.insert(0, ROOT)
 
 from qcfs2lava import data as D                                    # noqa: E402
 from qcfs2lava.balance import activation_thresholds, max_input_thresholds  # noqa: E402
-from qcfs2lava.checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint  # noqa: E402
+from qcfs2lava.checkpoint import load_checkpoint                    # noqa: E402
+from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
 from qcfs2lava.progress import Progress                            # noqa: E402
 from qcfs2lava.snn import convert, layer_errors, simulate          # noqa: E402
 from qcfs2lava.train import TrainConfig, train                     # noqa: E402
@@ -96,10 +97,10 @@ def plot(res, path):
 
 def table(res) -> str:
     ts = [t for t in (1, 2, 4, 8, 16, 32, 64) if t <= res["T"]]
-    lines = ["| method | ANN | " + " | ".join(f"T={t}" for t in ts) + " |",
-             "|---|---|" + "---|" * len(ts)]
+    lines = ["| method | n | ANN | " + " | ".join(f"T={t}" for t in ts) + " |",
+             "|---|---|---|" + "---|" * len(ts)]
     for label, r in res["configs"].items():
-        lines.append(f"| {label} | {100 * r['ann_accuracy']:.2f} | "
+        lines.append(f"| {label} | {r['n']} | {100 * r['ann_accuracy']:.2f} | "
                      + " | ".join(f"{100 * r['snn_accuracy'][t - 1]:.2f}" for t in ts) + " |")
     return "\n".join(lines)
 
@@ -111,6 +112,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=22)
     p.add_argument("--n", type=int, default=10000, help="test images")
     p.add_argument("--T", type=int, default=64)
+    p.add_argument("--n-ablation", type=int, default=1000,
+                   help="test images for the Table S1 no-DT rows (near chance at T <= 64, as in the paper)")
     p.add_argument("--calib", type=int, default=2000, help="training images for threshold balancing")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "cifar10_study"))
     p.add_argument("--only", nargs="*", help="train/evaluate only these models (qcfs, qcf, relu)")
@@ -163,10 +166,12 @@ def main() -> int:
                     "ReLU+99.9% (v0=0)": convert(ck.model, 0.0, th_p),
                     "ReLU+99.9% (v0=θ/2)": convert(ck.model, 0.5, th_p)}
         for label, snn in todo.items():
-            r = run_config(label, ck.model, snn, test, a.T)
+            sub = test[:max(1, a.n_ablation // 500)] if "no-DT" in label else test
+            r = run_config(label, ck.model, snn, sub, a.T)
             r["model"] = name
             configs[label] = r
-            models[name]["ann_accuracy"] = r["ann_accuracy"]
+            if "no-DT" not in label:
+                models[name]["ann_accuracy"] = r["ann_accuracy"]
             print(f"{label}: ANN {100 * r['ann_accuracy']:.2f}%  T=4 {100 * r['snn_accuracy'][3]:.2f}%  "
                   f"T=16 {100 * r['snn_accuracy'][15]:.2f}%  T={a.T} {100 * r['snn_accuracy'][-1]:.2f}%", flush=True)
     res = dict(command=" ".join(["python", "benchmarks/cifar10_study.py"] + sys.argv[1:]),

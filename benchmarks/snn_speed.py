@@ -19,7 +19,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from qcfs2lava.checkpoint import atomic_write_bytes, atomic_write_text  # noqa: E402
+from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text    # noqa: E402
 from qcfs2lava.models import build_model                                # noqa: E402
 from qcfs2lava.qcfs import prepare_ann                                  # noqa: E402
 from qcfs2lava.snn import convert, simulate                             # noqa: E402

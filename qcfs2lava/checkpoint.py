@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import __version__
 from .errors import CheckpointError, UserError
+from .fileio import atomic_write
 from .models import build_model
 from .qcfs import prepare_ann, qcfs_layers
 
@@ -44,32 +44,6 @@ def build_from_meta(meta: dict[str, Any]) -> nn.Module:
 def describe(model: nn.Module) -> dict[str, float]:
     """Every QCFS layer's threshold λ, by module name."""
     return {name: float(m.lam.detach()) for name, m in qcfs_layers(model)}
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename: no half-written files."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix="-" + os.path.basename(path), dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    def w(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-    atomic_write(path, w)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_save(obj: Any, path: str) -> None:

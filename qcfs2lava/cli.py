@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 failure, 2 bad input (one-line message, no traceback).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,10 +30,9 @@ def _bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
 
 
 def _write_json(path: str | None, obj) -> None:
-    if not path:
-        return
-    from .checkpoint import atomic_write_text
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    if path:
+        from .fileio import atomic_write_json
+        atomic_write_json(path, obj)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -81,7 +79,7 @@ def plot_accuracy_vs_T(path: str, curves: dict[str, list[float]], ann: dict[str,
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from .checkpoint import atomic_write_bytes
+    from .fileio import atomic_write_bytes
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -99,7 +97,7 @@ def _eval_table(ev) -> str:
     return head + "\n" + row
 
 
-def _snn_for(ck, a) -> "torch.nn.Module":
+def _snn_for(ck, a):
     """The checkpoint's SNN twin; ReLU nets get data-based thresholds (``--balance``)."""
     from . import data as D
     from .balance import activation_thresholds
@@ -238,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=30)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+    from netx_export.commands import register
+    register(sub)
     return p
 
 

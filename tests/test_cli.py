@@ -1,5 +1,4 @@
 """Bad input: one line on stderr, exit code 2, no traceback, no file written."""
-import pytest
 
 from conftest import run_cli
 

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from qcfs2lava.checkpoint import load_checkpoint

@@ -1,0 +1,216 @@
+"""``qcfs2lava export | inspect | simulate``: the exporter's CLI subcommands.
+
+``register(subparsers)`` adds them to the ``qcfs2lava`` parser; each handler returns an exit code
+and raises ``UserError`` subclasses for bad input (the CLI prints those as one line, exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from typing import Any
+
+from qcfs2lava.errors import UserError
+from qcfs2lava.fileio import atomic_write_json
+
+__all__ = ["register", "cmd_export", "cmd_inspect", "cmd_simulate"]
+
+EPILOG_EXPORT = """examples:
+  qcfs2lava export model.pt -o model.net
+  qcfs2lava export model.pt -o model.net --check --json export.json
+"""
+EPILOG_INSPECT = """examples:
+  qcfs2lava inspect model.net
+  qcfs2lava inspect lava-dl-tiny.net        # any NetX file, not only ours
+"""
+EPILOG_SIMULATE = """examples:
+  qcfs2lava simulate model.net --backend reference --T 32
+  qcfs2lava simulate vgg.net --backend reference --data-dir D --n 1000 --T 32 --json sim.json
+  qcfs2lava simulate model.net --timing lava --T 40     # Lava's one-step delay per layer
+"""
+REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def _write_json(path: str | None, obj: Any) -> None:
+    if path:
+        atomic_write_json(path, obj)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+# --------------------------------------------------------------------------- export
+def cmd_export(a: argparse.Namespace) -> int:
+    import torch
+
+    from qcfs2lava.checkpoint import load_checkpoint
+
+    from .fixedpoint import QuantConfig, format_report, quantize
+    from .graph import check_graph, trace
+    from .hdf5_read import check_file
+    from .hdf5_write import write_netx
+
+    if a.T < 1:
+        raise UserError("--T must be >= 1")
+    if a.v_headroom < 1:
+        raise UserError("--v-headroom must be >= 1")
+    out = a.output or os.path.splitext(a.checkpoint)[0] + ".net"
+    if os.path.abspath(out) == os.path.abspath(a.checkpoint):
+        raise UserError("the output would overwrite the checkpoint; choose another -o")
+    ck = load_checkpoint(a.checkpoint)
+    meta = ck.meta
+    if meta.get("activation", "qcfs") != "qcfs":
+        raise UserError(f"{a.checkpoint} is a ReLU network; only QCFS networks are exported")
+    t0 = time.perf_counter()
+    graph = trace(ck.model, meta["input_shape"])
+    x = torch.randn((8,) + tuple(graph.input_shape), generator=torch.Generator().manual_seed(0))
+    graph_err = check_graph(ck.model, graph, x)
+    md = dict(source_sha256=ck.sha256, source=os.path.basename(a.checkpoint), arch=meta.get("arch"),
+              dataset=meta.get("dataset"), class_names=list(meta.get("class_names") or []),
+              normalization=meta.get("normalization"))
+    net = quantize(graph, config=QuantConfig(v_headroom=a.v_headroom, recommended_T=a.T), metadata=md)
+    write_netx(net, out)
+    dt = time.perf_counter() - t0
+    print(f"{a.checkpoint}: {meta.get('arch')} on {meta.get('dataset')}, L={graph.L}, φ={graph.phi:g}")
+    print(format_report(net.report))
+    syn = net.synaptic
+    kinds = ", ".join(f"{sum(1 for lay in net.layers if lay.kind == k)} {k}" for k in ("conv", "flatten", "dense"))
+    neurons = sum(int(math.prod(lay.shape)) for lay in syn)
+    synapses = sum(int(lay.weight.size) for lay in syn if lay.weight is not None)
+    warnings = sum(len(r.warnings) for r in net.report)
+    worst = max(r.rms_rel_error for r in net.report)
+    print(f"wrote {out}: {len(net.layers)} NetX layers ({kinds}), {neurons} neurons, {synapses} weights; "
+          f"max RMS weight error {100 * worst:.2f}%, fold check {max((e for _, e in graph.fold_errors), default=0):.1e}, "
+          f"graph vs model |Δlogit| {graph_err:.1e}; {warnings} warning(s); recommended T={a.T} ({dt:.1f} s)")
+    checked = None
+    if a.check:
+        back = check_file(out)
+        checked = True
+        print(f"check: {out} reloads and validates ({len(back.layers)} layers, NetX layout and Loihi limits OK)")
+    _write_json(a.json, dict(checkpoint=a.checkpoint, sha256=ck.sha256, output=out, L=graph.L, phi=graph.phi,
+                             recommended_T=a.T, neurons=neurons, weights=synapses, graph_max_logit_error=graph_err,
+                             fold_errors=dict(graph.fold_errors), check=checked,
+                             layers=[{k: _clean(v) for k, v in r.__dict__.items()} for r in net.report]))
+    return 0
+
+
+# --------------------------------------------------------------------------- inspect
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from .hdf5_read import inspect, validate_file
+
+    print(inspect(a.file))
+    if a.validate:
+        problems = validate_file(a.file)
+        if problems:
+            print("validation: " + str(len(problems)) + " problem(s)")
+            for p in problems:
+                print(f"  - {p}")
+            return 1
+        print("validation: OK")
+    return 0
+
+
+# --------------------------------------------------------------------------- simulate
+def _table(acc: list[float]) -> str:
+    ts = [t for t in REPORT_T if t <= len(acc)]
+    return (" | ".join(f"T={t:<4d}" for t in ts) + "\n" + " | ".join(f"{100 * acc[t - 1]:6.2f}" for t in ts))
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from qcfs2lava import data as D
+
+    from .hdf5_read import read_netx
+    from .refsim import evaluate
+
+    if a.T < 1:
+        raise UserError("--T must be >= 1")
+    if a.n is not None and a.n < 1:
+        raise UserError("--n must be >= 1")
+    if a.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    if a.backend != "reference":
+        raise UserError(f"backend '{a.backend}' is not available yet; use --backend reference")
+    net = read_netx(a.file)
+    dataset = a.dataset or net.metadata.get("dataset")
+    if not dataset:
+        raise UserError(f"{a.file} does not name its data set; pass --dataset")
+    info = D.dataset_info(dataset)
+    if (info.in_channels, info.input_size, info.input_size) != tuple(net.input_shape):
+        raise UserError(f"{a.file} expects inputs {tuple(net.input_shape)}, data set '{dataset}' has "
+                        f"{(info.in_channels, info.input_size, info.input_size)}")
+    split = D.load_split(dataset, a.data_dir, train=False)
+    if not isinstance(split, D.ArraySplit):
+        raise UserError(f"the reference simulator reads in-memory data sets (digits, CIFAR), not '{dataset}' folders")
+    norm = net.metadata.get("normalization") or {"mean": list(info.mean), "std": list(info.std),
+                                                  "max_value": split.max_value}
+    n = min(len(split), a.n) if a.n else len(split)
+    xs = D.normalize(split.x[:n], float(norm.get("max_value", split.max_value)), norm["mean"], norm["std"]).numpy()
+    ys = split.y[:n].numpy()
+    batches = [(xs[i:i + a.batch_size], ys[i:i + a.batch_size]) for i in range(0, n, a.batch_size)]
+    t0 = time.perf_counter()
+
+    def progress(done: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r  {done}/{n} images", end="", file=sys.stderr, flush=True)
+    ev = evaluate(net, batches, a.T, timing=a.timing, progress=progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    dt = time.perf_counter() - t0
+    print(f"{a.file}: reference fixed-point simulation ({a.timing} timing) on {dataset}, {ev.n} test images")
+    print(_table(ev.accuracy))
+    names = [lay.name for lay in net.synaptic]
+    print("firing rates (spikes/neuron/step): " + ", ".join(f"{nm}={r:.4f}" for nm, r in zip(names, ev.firing_rates)))
+    print(f"v saturations: {ev.saturated}; input drive clipped: {ev.drive_clipped}/{ev.drive_total}; "
+          f"{dt:.1f} s ({ev.n * a.T / max(dt, 1e-9):.0f} sample-steps/s)")
+    _write_json(a.json, dict(file=a.file, backend=a.backend, timing=a.timing, dataset=dataset, n=ev.n, T=ev.T,
+                             accuracy=ev.accuracy, firing_rates=dict(zip(names, ev.firing_rates)),
+                             saturated=ev.saturated, drive_clipped=ev.drive_clipped, drive_total=ev.drive_total,
+                             source_sha256=net.metadata.get("source_sha256"), seconds=dt,
+                             final_accuracy=float(np.asarray(ev.accuracy)[-1])))
+    return 0
+
+
+# --------------------------------------------------------------------------- registration
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``export``, ``inspect`` and ``simulate`` to the ``qcfs2lava`` subcommand parsers."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    e = subparsers.add_parser("export", help="QCFS checkpoint → Loihi fixed point → NetX HDF5 (.net)",
+                              epilog=EPILOG_EXPORT, formatter_class=fmt)
+    e.add_argument("checkpoint", help="model.pt written by `qcfs2lava train`")
+    e.add_argument("-o", "--output", help="NetX file to write (default: the checkpoint's name with .net)")
+    e.add_argument("--check", action="store_true", help="reload the written file and validate it")
+    e.add_argument("--json", help="write the per-layer quantization report as JSON")
+    e.add_argument("--T", type=int, default=32, help="recommended time steps, stored in the file (default 32)")
+    e.add_argument("--v-headroom", type=float, default=64.0,
+                   help="keep vThMant ≤ 131071/H so v can sink H·θ below 0 before saturating (default 64)")
+    e.set_defaults(func=cmd_export)
+
+    i = subparsers.add_parser("inspect", help="print the structure of any NetX HDF5 file",
+                              epilog=EPILOG_INSPECT, formatter_class=fmt)
+    i.add_argument("file")
+    i.add_argument("--validate", action="store_true", help="also check it against qcfs2lava's rules")
+    i.set_defaults(func=cmd_inspect)
+
+    s = subparsers.add_parser("simulate", help="accuracy at every t of an exported network",
+                              epilog=EPILOG_SIMULATE, formatter_class=fmt)
+    s.add_argument("file", help="NetX file written by `qcfs2lava export`")
+    s.add_argument("--backend", default="reference", choices=["reference"],
+                   help="reference: integer-exact numpy simulator (Lava backend: next issue)")
+    s.add_argument("--dataset", help="data set (default: the one stored in the file)")
+    s.add_argument("--data-dir")
+    s.add_argument("--n", type=int, help="only the first n test images")
+    s.add_argument("--T", type=int, default=32)
+    s.add_argument("--timing", default="aligned", choices=["aligned", "lava"],
+                   help="aligned: no synaptic delay (accuracy studies); lava: one step per layer, as on Loihi")
+    s.add_argument("--batch-size", type=int, default=250)
+    s.add_argument("--json")
+    s.set_defaults(func=cmd_simulate)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 from typing import Any
 
 from qcfs2lava.errors import UserError
 from qcfs2lava.fileio import atomic_write_json
+from qcfs2lava.progress import Progress
 
 __all__ = ["register", "cmd_export", "cmd_inspect", "cmd_simulate"]
 
@@ -48,12 +48,10 @@ def _clean(v: Any) -> Any:
 
 # --------------------------------------------------------------------------- export
 def cmd_export(a: argparse.Namespace) -> int:
-    import torch
-
     from qcfs2lava.checkpoint import load_checkpoint
 
-    from .fixedpoint import QuantConfig, format_report, quantize
-    from .graph import check_graph, trace
+    from .export import quantize_checkpoint
+    from .fixedpoint import format_report
     from .hdf5_read import check_file
     from .hdf5_write import write_netx
 
@@ -66,16 +64,9 @@ def cmd_export(a: argparse.Namespace) -> int:
         raise UserError("the output would overwrite the checkpoint; choose another -o")
     ck = load_checkpoint(a.checkpoint)
     meta = ck.meta
-    if meta.get("activation", "qcfs") != "qcfs":
-        raise UserError(f"{a.checkpoint} is a ReLU network; only QCFS networks are exported")
     t0 = time.perf_counter()
-    graph = trace(ck.model, meta["input_shape"])
-    x = torch.randn((8,) + tuple(graph.input_shape), generator=torch.Generator().manual_seed(0))
-    graph_err = check_graph(ck.model, graph, x)
-    md = dict(source_sha256=ck.sha256, source=os.path.basename(a.checkpoint), arch=meta.get("arch"),
-              dataset=meta.get("dataset"), class_names=list(meta.get("class_names") or []),
-              normalization=meta.get("normalization"))
-    net = quantize(graph, config=QuantConfig(v_headroom=a.v_headroom, recommended_T=a.T), metadata=md)
+    ex = quantize_checkpoint(ck, recommended_T=a.T, v_headroom=a.v_headroom)
+    graph, net, graph_err = ex.graph, ex.net, ex.graph_error
     write_netx(net, out)
     dt = time.perf_counter() - t0
     print(f"{a.checkpoint}: {meta.get('arch')} on {meta.get('dataset')}, L={graph.L}, φ={graph.phi:g}")
@@ -158,12 +149,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     batches = [(xs[i:i + a.batch_size], ys[i:i + a.batch_size]) for i in range(0, n, a.batch_size)]
     t0 = time.perf_counter()
 
-    def progress(done: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\r  {done}/{n} images", end="", file=sys.stderr, flush=True)
-    ev = evaluate(net, batches, a.T, timing=a.timing, progress=progress)
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    bar = Progress(n, "refsim", "img")
+    ev = evaluate(net, batches, a.T, timing=a.timing, progress=lambda done: bar.update(done - bar.n))
+    bar.close()
     dt = time.perf_counter() - t0
     print(f"{a.file}: reference fixed-point simulation ({a.timing} timing) on {dataset}, {ev.n} test images")
     print(_table(ev.accuracy))

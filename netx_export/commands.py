@@ -29,6 +29,7 @@ EPILOG_SIMULATE = """examples:
   qcfs2lava simulate model.net --backend reference --T 32
   qcfs2lava simulate vgg.net --backend reference --data-dir D --n 1000 --T 32 --json sim.json
   qcfs2lava simulate model.net --timing lava --T 40     # Lava's one-step delay per layer
+  qcfs2lava simulate model.net --backend lava --n 100 --T 8 --json out.json --compare
 """
 REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -128,8 +129,10 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         raise UserError("--n must be >= 1")
     if a.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    if a.backend != "reference":
-        raise UserError(f"backend '{a.backend}' is not available yet; use --backend reference")
+    if a.backend not in ("reference", "lava"):
+        raise UserError(f"unknown backend '{a.backend}'; use --backend reference or lava")
+    if a.compare and a.backend != "lava":
+        raise UserError("--compare checks the Lava backend against the reference; use it with --backend lava")
     net = read_netx(a.file)
     dataset = a.dataset or net.metadata.get("dataset")
     if not dataset:
@@ -146,6 +149,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     n = min(len(split), a.n) if a.n else len(split)
     xs = D.normalize(split.x[:n], float(norm.get("max_value", split.max_value)), norm["mean"], norm["std"]).numpy()
     ys = split.y[:n].numpy()
+    if a.backend == "lava":
+        from .lava_run import simulate_command
+        return simulate_command(a, net, xs, ys, dataset)
     batches = [(xs[i:i + a.batch_size], ys[i:i + a.batch_size]) for i in range(0, n, a.batch_size)]
     t0 = time.perf_counter()
 
@@ -191,8 +197,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser("simulate", help="accuracy at every t of an exported network",
                               epilog=EPILOG_SIMULATE, formatter_class=fmt)
     s.add_argument("file", help="NetX file written by `qcfs2lava export`")
-    s.add_argument("--backend", default="reference", choices=["reference"],
-                   help="reference: integer-exact numpy simulator (Lava backend: next issue)")
+    s.add_argument("--backend", default="reference", choices=["reference", "lava"],
+                   help="reference: integer-exact numpy simulator; lava: Lava's CPU simulator (Loihi2SimCfg)")
     s.add_argument("--dataset", help="data set (default: the one stored in the file)")
     s.add_argument("--data-dir")
     s.add_argument("--n", type=int, help="only the first n test images")
@@ -200,5 +206,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--timing", default="aligned", choices=["aligned", "lava"],
                    help="aligned: no synaptic delay (accuracy studies); lava: one step per layer, as on Loihi")
     s.add_argument("--batch-size", type=int, default=250)
+    s.add_argument("--compare", action="store_true",
+                   help="lava: also run the reference on the same inputs and count spike mismatches "
+                        "(every layer, step, sample); exit 1 if any")
+    s.add_argument("--tag", default="fixed_pt", choices=["fixed_pt", "floating_pt"],
+                   help="lava: ProcessModel tag (default fixed_pt, bit-accurate)")
+    s.add_argument("--time-budget", type=float, metavar="S",
+                   help="lava: stop cleanly after about S seconds and report the samples finished")
     s.add_argument("--json")
     s.set_defaults(func=cmd_simulate)

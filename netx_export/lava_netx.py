@@ -1,0 +1,106 @@
+"""The one place where qcfs2lava's neuron type ``IF_SUB`` is registered with lava-dl's NetX loader.
+
+NetX maps a file's ``neuron/type`` to a Lava process in the staticmethod
+``lava.lib.dl.netx.hdf5.Network.get_neuron_params`` and calls it by class name
+(``Network.get_neuron_params(...)``), so subclassing ``Network`` cannot extend it; :func:`register`
+replaces the staticmethod with :func:`get_neuron_params`, which handles ``IF_SUB`` and delegates
+every other type to NetX's original. Idempotent; other types behave exactly as before.
+
+``IF_SUB`` mapping (all values Python ``int``: ``Var.get()`` hangs on numpy int64 scalars, which is
+what h5py/NetX hand out)::
+
+    neuron_proc = netx_export.lava.IF_SUB, bias_key = 'bias_mant', bias_exp = 6
+    vth = vThMant, du = iDecay − 1, dv = vDecay,
+    v = v_init = vInit << 6            (vInit: our key, read from the raw h5py group)
+    reset_interval / reset_offset      from Network(reset_interval=..., reset_offset=...):
+                                       NetX staggers the offset one step per layer
+
+Usage::
+
+    from netx_export import lava_netx
+    lava_netx.register()                       # before building the network
+    from lava.lib.dl.netx import hdf5
+    net = hdf5.Network(net_config='model.net', input_shape=(W, H, C), reset_interval=T)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["NEURON_TYPE", "register", "unregister", "is_registered", "get_neuron_params"]
+
+NEURON_TYPE = "IF_SUB"
+_ORIGINAL: Any = None
+
+
+def _scalar(neuron_config, key: str, default: int | None = None) -> int:
+    raw = getattr(neuron_config, "f", None)          # NetDict wraps the h5py group; a plain dict has no .f
+    if raw is not None:
+        if key not in raw.keys():
+            if default is None:
+                raise KeyError(f"IF_SUB neuron group has no '{key}'")
+            return int(default)
+        v = raw[key][()]
+    else:
+        if key not in neuron_config:
+            if default is None:
+                raise KeyError(f"IF_SUB neuron config has no '{key}'")
+            return int(default)
+        v = neuron_config[key]
+    import numpy as np
+    a = np.asarray(v).reshape(-1)
+    return int(a[0])
+
+
+def get_neuron_params(neuron_config, input: bool = False, reset_interval: int | None = None,  # noqa: A002
+                      reset_offset: int = 0, spike_exp: int = 6) -> dict[str, Any] | None:
+    """NetX's ``get_neuron_params`` plus the ``IF_SUB`` type (see the module docstring)."""
+    ntype = neuron_config["type"]
+    if isinstance(ntype, bytes):
+        ntype = ntype.decode("ascii")
+    if ntype != NEURON_TYPE:
+        return _ORIGINAL(neuron_config, input=input, reset_interval=reset_interval, reset_offset=reset_offset,
+                         spike_exp=spike_exp)
+    from netx_export.lava import IF_SUB
+    v0 = _scalar(neuron_config, "vInit", 0) << 6
+    params: dict[str, Any] = {
+        "neuron_proc": IF_SUB,
+        "bias_key": "bias_mant",
+        "vth": _scalar(neuron_config, "vThMant"),
+        "du": _scalar(neuron_config, "iDecay") - 1,
+        "dv": _scalar(neuron_config, "vDecay"),
+        "bias_exp": 6,
+        "v": v0,
+        "v_init": v0,
+        "num_message_bits": 0,
+    }
+    if reset_interval:
+        params["reset_interval"] = int(reset_interval)
+        params["reset_offset"] = int(reset_offset)
+    return params
+
+
+def register() -> None:
+    """Install the hook into ``lava.lib.dl.netx.hdf5.Network`` (idempotent)."""
+    global _ORIGINAL
+    import netx_export.lava  # noqa: F401  (installs the Python 3.11 shim before any Lava import)
+    from lava.lib.dl.netx import hdf5
+    current = hdf5.Network.__dict__["get_neuron_params"].__func__
+    if current is get_neuron_params:
+        return
+    _ORIGINAL = current
+    hdf5.Network.get_neuron_params = staticmethod(get_neuron_params)
+
+
+def unregister() -> None:
+    """Restore NetX's original ``get_neuron_params``."""
+    global _ORIGINAL
+    if _ORIGINAL is None:
+        return
+    from lava.lib.dl.netx import hdf5
+    hdf5.Network.get_neuron_params = staticmethod(_ORIGINAL)
+    _ORIGINAL = None
+
+
+def is_registered() -> bool:
+    from lava.lib.dl.netx import hdf5
+    return hdf5.Network.__dict__["get_neuron_params"].__func__ is get_neuron_params

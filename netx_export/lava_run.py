@@ -1,0 +1,536 @@
+"""Run qcfs2lava NetX files on Lava's CPU simulator, many samples in one Lava run, and cross-check
+them spike for spike against the integer reference simulator (:mod:`netx_export.refsim`).
+
+How a run is built (:func:`build_network`):
+
+* The file is loaded by lava-dl's own ``lava.lib.dl.netx.hdf5.Network`` with ``IF_SUB`` registered
+  (:mod:`netx_export.lava_netx`) and ``reset_interval = T``: every neuron resets (u = 0, v = v(0))
+  once per sample.
+* Input: each sample's host-computed drive (:func:`netx_export.fixedpoint.input_drive`, the same
+  integers refsim uses) is layer 0's ``bias_mant`` (Lava order W, H, C). All drives are handed to
+  layer 0's neuron as a bias schedule; the neuron loads row k at its k-th reset, so all samples
+  run back to back in one compiled network and one ``run`` (split in chunks only to check the time
+  budget), with no ``Var.set`` round trips.
+* Output: a :class:`netx_export.lava.Recorder` sink on every layer's spikes and on the readout's
+  ``v_out``; each writes straight into an ``.npy`` memmap (Lava's ``Var.get`` streams one element
+  per message, far too slow for n·T·neurons values).
+
+Two schedules, each bit-comparable to one refsim timing:
+
+``timing="lava"`` (default): all layers reset together at t ≡ 1 (mod T) and discard the synaptic
+    input that arrives in the reset step (it is the previous sample's last spikes). Each sample then
+    sees exactly what a freshly built Lava network sees — layer l's input lags one step per synapse
+    — which is refsim's ``timing="lava"``. n·T steps.
+``timing="aligned"`` (pipelined): NetX's staggered resets, layer l resets at t ≡ l + 1 (mod T), so
+    layer l processes sample k exactly one step after layer l − 1 does: every layer sees the
+    previous layer's spikes of the same sample step, which is refsim's ``timing="aligned"`` (the
+    float SNN's timing, no latency loss). n·T + L − 1 steps.
+
+Logits per sample and step: ``vThMant·(readout spikes so far) + (v >> 6) − vInit`` (refsim's
+readout), so predictions at every t = 1..T come out for both backends alike.
+
+Shutdown: ``net.stop()`` always runs (``finally``), including after Ctrl-C or an error; a run that
+exceeds its time budget stops after the current chunk, reports what it finished, and says so.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .fixedpoint import STATE_SHIFT, QNetwork, input_drive
+
+__all__ = ["TAGS", "TIMINGS", "LavaResult", "LavaNetwork", "build_network", "run_lava", "compare",
+           "float_model_map", "float_snn_params", "float_drive", "simulate_command"]
+
+TAGS = ("fixed_pt", "floating_pt")
+TIMINGS = ("lava", "aligned")
+
+
+@dataclass(eq=False)
+class LavaResult:
+    """What a Lava run produced, laid out like :class:`netx_export.refsim.SimResult`."""
+    logits: np.ndarray                      # (T, n, K): int64 (fixed_pt) / float64 (floating_pt)
+    spikes: tuple[np.ndarray, ...] | None   # per synaptic layer: bool (T, n, C, H, W)
+    spike_counts: tuple[np.ndarray | None, ...]   # per synaptic layer: (n,) spikes over T steps (None: not recorded)
+    n: int                                  # samples completed (< requested if the budget ran out)
+    requested: int
+    T: int
+    timing: str
+    tag: str
+    steps: int                              # Lava time steps executed
+    seconds_build: float                    # NetX Network + recorders (host)
+    seconds_compile: float                  # Lava compile + runtime start
+    seconds_run: float                      # all run chunks (the simulation itself)
+    seconds_total: float
+    stopped: str | None = None              # why the run ended early (time budget), else None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=2)
+
+    def accuracy(self, labels: np.ndarray) -> np.ndarray:
+        """(T,) fraction correct at every t over the completed samples."""
+        y = np.asarray(labels).reshape(-1)[: self.n]
+        return (self.predictions == y.reshape(1, -1)).mean(axis=1) if self.n else np.full(self.T, np.nan)
+
+    @property
+    def seconds_per_sample(self) -> float:
+        return self.seconds_run / max(1, self.n)
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.seconds_run / max(1, self.steps)
+
+    def summary(self) -> dict[str, Any]:
+        return dict(backend="lava", tag=self.tag, timing=self.timing, n=self.n, requested=self.requested, T=self.T,
+                    steps=self.steps, seconds_build=self.seconds_build, seconds_compile=self.seconds_compile,
+                    seconds_run=self.seconds_run,
+                    seconds_total=self.seconds_total, seconds_per_sample=self.seconds_per_sample,
+                    seconds_per_step=self.seconds_per_step, steps_per_second=self.steps / max(self.seconds_run, 1e-9),
+                    stopped=self.stopped)
+
+
+# --------------------------------------------------------------------------- building
+def float_model_map() -> dict:
+    """``exception_proc_model_map`` for ``floating_pt``: NetX's block SubProcessModels carry only the
+    ``fixed_pt`` tag (notes §7.8); mapping them explicitly lets the float leaf models be selected."""
+    from lava.lib.dl.netx.blocks import models as bm
+    from lava.lib.dl.netx.blocks import process as bp
+    from lava.lib.dl.netx.hdf5 import Network, PyNetworkModel
+    return {Network: PyNetworkModel, bp.Conv: bm.PyConvModel, bp.Dense: bm.PyDenseModel,
+            bp.Input: bm.PyInputModel}
+
+
+@dataclass(eq=False)
+class LavaNetwork:
+    """A built (not yet compiled) NetX network with its recorders."""
+    net: Any                                # lava.lib.dl.netx.hdf5.Network
+    qnet: QNetwork
+    T: int
+    n: int
+    timing: str
+    tag: str
+    total_steps: int
+    workdir: str
+    spike_files: list[str | None]           # per synaptic layer (None: not recorded)
+    v_file: str
+    offsets: list[int]                      # per synaptic layer: its sample k starts at global step k·T + offset + 1
+    recorders: list[Any]
+
+    def run_config(self):
+        from lava.magma.core.run_configs import Loihi2SimCfg
+        if self.tag == "fixed_pt":
+            return Loihi2SimCfg(select_tag="fixed_pt")
+        return Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=float_model_map())
+
+
+def _whc(a: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) → (n, W, H, C): PyTorch layout → Lava's (x, y, channel) layout."""
+    return a.transpose(0, 3, 2, 1)
+
+
+def build_network(path: str, drive: np.ndarray, T: int, timing: str = "lava", tag: str = "fixed_pt",
+                  record_spikes: bool = True, workdir: str | None = None, qnet: QNetwork | None = None,
+                  float_params: dict | None = None) -> LavaNetwork:
+    """Load ``path`` through NetX and wire the per-sample input schedule and the recorders.
+
+    ``drive``: (n, C0, H0, W0) layer-0 per-step bias per sample (integers for ``fixed_pt``; real values
+    are allowed for ``floating_pt``). ``float_params`` (floating_pt only): real-valued replacements
+    per synaptic layer, ``{'weights', 'bias', 'vth', 'v_init'}`` in weight units and refsim layouts
+    (see :func:`float_snn_params`), to run the float SNN itself in Lava. ``workdir`` receives the
+    recorder files (a new temporary folder if None; the caller removes it)."""
+    if timing not in TIMINGS:
+        raise ValueError(f"timing must be one of {TIMINGS}, got {timing!r}")
+    if tag not in TAGS:
+        raise ValueError(f"tag must be one of {TAGS}, got {tag!r}")
+    if T < 1:
+        raise ValueError("T must be >= 1")
+    if float_params and tag != "floating_pt":
+        raise ValueError("float_params need tag='floating_pt'")
+    from . import lava_netx
+    lava_netx.register()
+    from lava.lib.dl.netx import hdf5
+    from lava.lib.dl.netx.blocks import process as bp
+
+    from netx_export.lava import IF_SUB, Recorder
+
+    if qnet is None:
+        from .hdf5_read import read_netx
+        qnet = read_netx(path)
+    syn = qnet.synaptic
+    drive = np.asarray(drive)
+    n = int(drive.shape[0])
+    if n < 1:
+        raise ValueError("no samples")
+    if tuple(drive.shape[1:]) != tuple(syn[0].shape):
+        raise ValueError(f"drive shape {drive.shape[1:]} != layer 0 shape {syn[0].shape}")
+    c, h, w = qnet.input_shape
+    net = hdf5.Network(net_config=path, input_shape=(w, h, c), reset_interval=T)
+    if len(net.layers) != len(syn):
+        raise ValueError(f"NetX built {len(net.layers)} blocks, the file has {len(syn)} synaptic layers")
+    L = len(syn)
+    offsets = [0] * L if timing == "lava" else list(range(L))
+    total = n * T + (L - 1 if timing == "aligned" else 0)
+    for i, blk in enumerate(net.layers):
+        neu = blk.neuron
+        if not isinstance(neu, IF_SUB):
+            raise ValueError(f"layer {i}: neuron {type(neu).__name__} is not IF_SUB (file not written by qcfs2lava?)")
+        neu.reset_offset.init = (offsets[i] + 1) % T
+        neu.flush.init = int(timing == "lava")
+    first = net.layers[0].neuron
+    sched = _whc(drive.reshape((n,) + tuple(syn[0].shape))) if syn[0].kind == "conv" else drive.reshape(n, -1)
+    if tag == "fixed_pt":
+        if np.any(sched != np.rint(sched)):
+            raise ValueError("fixed_pt needs an integer drive")
+        first.set_bias_schedule(sched.astype(np.int64))
+    else:
+        first.bias_schedule.shape = tuple(sched.shape)
+        first.bias_schedule.init = sched.astype(np.float64)
+    if tag == "floating_pt":
+        # The float Dense ignores weight_exp, which NetX's optimize_weight_bits sets: restore the
+        # file's weights (notes §7.8); optionally swap in real-valued weights and biases.
+        fw = (float_params or {}).get("weights")
+        fb = (float_params or {}).get("bias")
+        for i, (blk, lay) in enumerate(zip(net.layers, syn)):
+            wgt = np.asarray(fw[i], dtype=np.float64) if fw is not None else lay.weight.astype(np.float64)
+            if isinstance(blk, bp.Dense):
+                blk.synapse.weights.init = wgt.reshape(wgt.shape[0], -1)
+            elif fw is not None:
+                blk.synapse.weight.init = wgt[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).copy()
+            if "vth" in (float_params or {}):
+                th = float(float_params["vth"][i])
+                v0 = np.full(blk.neuron.shape, float(1 << STATE_SHIFT) * float(float_params["v_init"][i]))
+                blk.neuron.vth.init = th
+                blk.neuron.v_init.init = v0
+                blk.neuron.v.init = v0.copy()
+            if fb is not None and i > 0:
+                b = np.asarray(fb[i], dtype=np.float64)
+                full = np.broadcast_to(b.reshape((-1,) + (1,) * (len(lay.shape) - 1)), lay.shape)
+                blk.neuron.bias_mant.init = _whc(full[None])[0].reshape(blk.neuron.shape).copy() \
+                    if lay.kind == "conv" else full.reshape(-1).copy()
+    own = workdir is None
+    wd = tempfile.mkdtemp(prefix="qcfs2lava-lava-") if own else workdir
+    os.makedirs(wd, exist_ok=True)
+    recorders, files = [], []
+    for i, blk in enumerate(net.layers):
+        if record_spikes or i == L - 1:
+            f = os.path.join(wd, f"spikes{i}.npy")
+            r = Recorder(shape=blk.neuron.s_out.shape, path=f, steps=total, dtype="int8")
+            blk.neuron.s_out.connect(r.a_in)
+            recorders.append(r)
+            files.append(f)
+        else:
+            files.append(None)
+    v_file = os.path.join(wd, "v_readout.npy")
+    r = Recorder(shape=net.layers[-1].neuron.v_out.shape, path=v_file, steps=total,
+                 dtype="int32" if tag == "fixed_pt" else "float64")
+    net.layers[-1].neuron.v_out.connect(r.a_in)
+    recorders.append(r)
+    return LavaNetwork(net, qnet, T, n, timing, tag, total, wd, files, v_file, offsets, recorders)
+
+
+# --------------------------------------------------------------------------- running
+class _Interrupts:
+    """While active (main thread only): SIGINT/SIGTERM only set a flag, so the run loop can stop
+    Lava between two chunks, where ``net.stop()`` is reliable. Installed before the runtime forks
+    its model processes, which inherit the handler: a terminal Ctrl-C (sent to the whole process
+    group) then cannot kill a model process in the middle of a step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Interrupts":
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt          # a second Ctrl-C: give up waiting for the chunk
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"interrupted by signal {self.signum}")
+
+
+def _shutdown(net) -> None:
+    """``net.stop()``; if that fails, terminate the runtime's own model processes and shared memory."""
+    try:
+        net.stop()
+        return
+    except BaseException:
+        pass
+    rt = getattr(net, "_runtime", None)
+    mi = getattr(rt, "_messaging_infrastructure", None)
+    for actor in list(getattr(mi, "actors", []) or []):
+        try:
+            if actor.is_alive():
+                actor.terminate()
+                actor.join(timeout=5) if hasattr(actor, "join") else None
+        except BaseException:
+            pass
+    try:
+        smm = getattr(mi, "smm", None)
+        if smm is not None:
+            smm.shutdown()
+    except BaseException:
+        pass
+
+
+def _extract(ln: LavaNetwork, steps_done: int, record_spikes: bool) -> tuple:
+    L, T = len(ln.qnet.synaptic), ln.T
+    syn = ln.qnet.synaptic
+    done = 0 if steps_done < T + ln.offsets[-1] else min(ln.n, (steps_done - ln.offsets[-1]) // T)
+    spikes, counts = [], []
+    readout = None
+    for i, (f, lay) in enumerate(zip(ln.spike_files, syn)):
+        if f is None:
+            spikes.append(None)
+            counts.append(None)
+            continue
+        rec = np.load(f, mmap_mode="r")
+        o = ln.offsets[i]
+        blk = np.asarray(rec[o: o + done * T])                                  # (done·T, *lava shape)
+        blk = blk.reshape((done, T) + blk.shape[1:])
+        if lay.kind == "conv":
+            blk = blk.transpose(1, 0, 4, 3, 2)                                   # (T, n, C, H, W)
+        else:
+            blk = blk.transpose(1, 0, 2).reshape((T, done) + tuple(lay.shape))
+        blk = blk != 0
+        counts.append(blk.reshape(T, done, -1).sum((0, 2)).astype(np.int64))
+        spikes.append(blk)
+        if i == L - 1:
+            readout = blk
+    assert readout is not None
+    vrec = np.load(ln.v_file, mmap_mode="r")
+    o = ln.offsets[-1]
+    v = np.asarray(vrec[o: o + done * T]).reshape(done, T, -1).transpose(1, 0, 2)   # (T, n, K)
+    out = syn[-1]
+    assert out.neuron is not None
+    fired = np.cumsum(readout.reshape(T, done, -1), axis=0)
+    if ln.tag == "fixed_pt":
+        logits = int(out.neuron.vth) * fired.astype(np.int64) + (v.astype(np.int64) >> STATE_SHIFT) \
+            - int(out.neuron.v_init)
+    else:
+        logits = float(out.neuron.vth) * fired + v / float(1 << STATE_SHIFT) - float(out.neuron.v_init)
+    return done, logits, (tuple(spikes) if record_spikes else None), tuple(counts)
+
+
+def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.ndarray | None = None,
+             timing: str = "lava", tag: str = "fixed_pt", record_spikes: bool = True,
+             budget_s: float | None = None, chunk_samples: int | None = None, chunk_seconds: float = 2.0,
+             workdir: str | None = None,
+             qnet: QNetwork | None = None, float_params: dict | None = None, progress=None) -> LavaResult:
+    """Run normalised images ``x`` (n, C, H, W) — or a ready layer-0 ``drive`` — through the NetX file
+    ``path`` on Lava's CPU simulator (``Loihi2SimCfg(select_tag=tag)``), all samples in one network.
+
+    ``budget_s``: wall-clock budget for build + run; when exceeded the run stops after the current
+    chunk and the result holds the completed samples (``stopped`` says why). ``progress(done)`` is
+    called after every chunk with the number of samples finished."""
+    t_start = time.perf_counter()
+    if qnet is None:
+        from .hdf5_read import read_netx
+        qnet = read_netx(path)
+    if drive is None:
+        if x is None:
+            raise ValueError("pass images x or a drive")
+        drive = input_drive(qnet, x).drive
+    n = int(np.asarray(drive).shape[0])
+    from netx_export import lava as _lava  # noqa: F401  (shim before Lava)
+    from lava.magma.core.run_conditions import RunSteps
+
+    own_wd = workdir is None
+    wd = tempfile.mkdtemp(prefix="qcfs2lava-lava-") if own_wd else workdir
+    ln = None
+    steps = 0
+    stopped = None
+    try:
+        with _Interrupts() as intr:
+            ln = build_network(path, drive, T, timing, tag, record_spikes, wd, qnet, float_params)
+            t_built = time.perf_counter()
+            intr.check()
+            ln.net.create_runtime(run_cfg=ln.run_config())      # compile, fork the model processes
+            t_compiled = time.perf_counter()
+            intr.check()
+            L = len(qnet.synaptic)
+            lead = L - 1 if timing == "aligned" else 0           # pipeline fill (aligned schedule)
+            samples = chunk_samples or 1                         # first chunk small, then ~chunk_seconds each
+            while steps < ln.total_steps:
+                k = min(samples * T + (lead if steps == 0 else 0), ln.total_steps - steps)
+                t0 = time.perf_counter()
+                ln.net.run(condition=RunSteps(num_steps=k))
+                steps += k
+                if progress is not None:
+                    progress(min(n, max(0, (steps - lead) // T)))
+                intr.check()
+                elapsed = time.perf_counter() - t_start
+                if budget_s is not None and steps < ln.total_steps and elapsed > budget_s:
+                    stopped = (f"time budget of {budget_s:g} s exceeded after {steps} of {ln.total_steps} steps "
+                               f"({min(n, max(0, (steps - lead) // T))} of {n} samples); stopped cleanly")
+                    break
+                if chunk_samples is None:
+                    per_step = (time.perf_counter() - t0) / k
+                    target = chunk_seconds
+                    if budget_s is not None:
+                        target = max(per_step * T, min(target, budget_s - elapsed))
+                    samples = max(1, int(target / max(per_step, 1e-6)) // T)
+        t_run = time.perf_counter() - t_compiled
+        done, logits, spikes, counts = _extract(ln, steps, record_spikes)
+        return LavaResult(logits, spikes, counts, done, n, T, timing, tag, steps, t_built - t_start,
+                          t_compiled - t_built, t_run, time.perf_counter() - t_start, stopped)
+    finally:
+        if ln is not None:
+            _shutdown(ln.net)
+        if own_wd:
+            shutil.rmtree(wd, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- cross-check
+def compare(lava: LavaResult, ref, atol: float = 0.0) -> dict[str, Any]:
+    """Spike-for-spike comparison with a :class:`netx_export.refsim.SimResult` over the samples Lava
+    completed: entries compared and mismatches per layer, plus readout logits and predictions."""
+    if ref.spikes is None or lava.spikes is None:
+        raise ValueError("both results must have recorded spikes")
+    n = lava.n
+    layers = []
+    total = bad = 0
+    for i, (a, b) in enumerate(zip(lava.spikes, ref.spikes)):
+        b = b[:, :n]
+        if a.shape != b.shape:
+            raise ValueError(f"layer {i}: Lava spikes {a.shape} vs reference {b.shape}")
+        m = int(np.count_nonzero(a != b))
+        layers.append(dict(layer=i, compared=int(a.size), mismatches=m,
+                           first_mismatch=None if m == 0 else [int(v) for v in np.argwhere(a != b)[0]]))
+        total += a.size
+        bad += m
+    ref_logits = ref.logits[:, :n]
+    dl = np.abs(lava.logits.astype(np.float64) - ref_logits.astype(np.float64))
+    return dict(spikes_compared=int(total), spike_mismatches=int(bad), layers=layers,
+                logits_compared=int(dl.size), logit_mismatches=int(np.count_nonzero(dl > atol)),
+                max_logit_abs_diff=float(dl.max()) if dl.size else 0.0,
+                prediction_mismatches=int(np.count_nonzero(lava.predictions != ref_logits.argmax(axis=2))))
+
+
+# --------------------------------------------------------------------------- the float SNN in Lava
+def float_snn_params(graph, net: QNetwork) -> dict[str, list]:
+    """The float SNN of ``graph`` (:func:`netx_export.graph.trace`) in the file's units: per synaptic
+    layer l the same scale σ_l as the quantized file (``net.report``), but unrounded:
+    weights σ_l·W_l·θ_{l−1}, bias σ_l·b_l, threshold σ_l·θ_l, v(0) = v0_frac·σ_l·θ_l; the readout keeps
+    vThMant 2^16 and v(0) = 0. IF dynamics are invariant under this per-layer scaling, so Lava's
+    ``floating_pt`` run with these values is the float SNN, its logits σ_out·t times the SNN's mean
+    output up to step t."""
+    from .fixedpoint import OUTPUT_VTH
+    syn = graph.synaptic
+    if len(syn) != len(net.report):
+        raise ValueError("graph and network do not match")
+    out: dict[str, list] = {"weights": [], "bias": [], "vth": [], "v_init": [], "scale": []}
+    theta_prev = None
+    for lay, rep in zip(syn, net.report):
+        sc = float(rep.scale)
+        out["weights"].append(lay.weight * sc * (1.0 if theta_prev is None else theta_prev))
+        out["bias"].append(lay.bias * sc)
+        out["scale"].append(sc)
+        if lay.neuron is None:
+            out["vth"].append(float(OUTPUT_VTH))
+            out["v_init"].append(0.0)
+        else:
+            out["vth"].append(sc * lay.neuron.theta)
+            out["v_init"].append(lay.neuron.v0_frac * sc * lay.neuron.theta)
+            theta_prev = lay.neuron.theta
+    return out
+
+
+def float_drive(net: QNetwork, x: np.ndarray) -> np.ndarray:
+    """Layer 0's real-valued drive ``conv(x, σ_0·W_0) + σ_0·b_0`` (no rounding, no clipping)."""
+    from .conv import conv2d, dense
+    first = net.synaptic[0]
+    x = np.asarray(x, dtype=np.float64)
+    if first.kind == "conv":
+        d = conv2d(x, net.drive.weight, first.stride, first.padding, first.dilation, first.groups)
+        return d + net.drive.bias.reshape(1, -1, 1, 1)
+    return (dense(x, net.drive.weight) + net.drive.bias).reshape(x.shape[0], *first.shape)
+
+
+# --------------------------------------------------------------------------- CLI
+def simulate_command(a, net: QNetwork, xs: np.ndarray, ys: np.ndarray, dataset: str) -> int:
+    """``qcfs2lava simulate FILE --backend lava [--compare]`` (called by :mod:`netx_export.commands`
+    once the data are loaded): accuracy at every t, wall time per sample and per step; with
+    ``--compare`` the reference simulator runs on the same inputs and every layer's spikes are
+    compared (exit code 1 on any mismatch)."""
+    from qcfs2lava.fileio import atomic_write_json
+    from qcfs2lava.progress import Progress
+
+    from .refsim import simulate_drive
+
+    n = len(ys)
+    d = input_drive(net, xs)
+    bar = Progress(n, "lava", "img")
+    res = run_lava(a.file, T=a.T, drive=d.drive, timing=a.timing, tag=a.tag, record_spikes=a.compare,
+                   budget_s=a.time_budget, qnet=net, progress=lambda done: bar.update(done - bar.n))
+    bar.close()
+    acc = res.accuracy(ys)
+    ts = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t <= a.T]
+    print(f"{a.file}: Lava CPU simulator (Loihi2SimCfg, {a.tag}, {a.timing} timing) on {dataset}, "
+          f"{res.n} of {n} test images")
+    if res.n:
+        print(" | ".join(f"T={t:<4d}" for t in ts) + "\n" + " | ".join(f"{100 * acc[t - 1]:6.2f}" for t in ts))
+    print(f"build {res.seconds_build:.2f} s, compile {res.seconds_compile:.2f} s, run {res.seconds_run:.2f} s: "
+          f"{1000 * res.seconds_per_sample:.1f} ms/sample, {1000 * res.seconds_per_step:.2f} ms/step "
+          f"({res.steps / max(res.seconds_run, 1e-9):.1f} steps/s, {res.steps} steps)")
+    if res.stopped:
+        print(f"stopped: {res.stopped}")
+    out: dict[str, Any] = dict(file=a.file, dataset=dataset, source_sha256=net.metadata.get("source_sha256"),
+                               accuracy=acc.tolist() if res.n else [],
+                               final_accuracy=float(acc[-1]) if res.n else None,
+                               drive_clipped=d.clipped, drive_total=d.total, **res.summary())
+    rc = 0
+    if a.compare:
+        t0 = time.perf_counter()
+        tot = {"spikes_compared": 0, "spike_mismatches": 0, "logits_compared": 0, "logit_mismatches": 0,
+               "prediction_mismatches": 0}
+        per_layer: list[dict[str, int]] = []
+        ref_correct = np.zeros(a.T)
+        step = max(1, int(getattr(a, "batch_size", 250)))
+        for i in range(0, res.n, step):
+            j = min(res.n, i + step)
+            ref = simulate_drive(net, d.drive[i:j], a.T, a.timing, record_spikes=True)
+            part = LavaResult(res.logits[:, i:j], tuple(s[:, i:j] for s in res.spikes or ()), (), j - i, j - i, a.T,
+                              res.timing, res.tag, 0, 0.0, 0.0, 0.0, 0.0)
+            c = compare(part, ref)
+            for k in tot:
+                tot[k] += c[k]
+            for lay in c["layers"]:
+                if len(per_layer) <= lay["layer"]:
+                    per_layer.append(dict(layer=lay["layer"], compared=0, mismatches=0))
+                per_layer[lay["layer"]]["compared"] += lay["compared"]
+                per_layer[lay["layer"]]["mismatches"] += lay["mismatches"]
+            ref_correct += (ref.predictions == ys[i:j].reshape(1, -1)).sum(1)
+        dt = time.perf_counter() - t0
+        ok = tot["spike_mismatches"] == 0 and tot["logit_mismatches"] == 0
+        print(f"compare with the reference ({a.timing} timing): {tot['spikes_compared']} spike entries "
+              f"(every layer, step and sample), {tot['spike_mismatches']} mismatches; readout "
+              f"{tot['logit_mismatches']} of {tot['logits_compared']} logits differ; "
+              f"{'bit-exact' if ok else 'NOT bit-exact'} ({dt:.1f} s)")
+        out["compare"] = dict(reference="refsim", timing=a.timing, layers=per_layer, seconds_reference=dt,
+                              reference_accuracy=(ref_correct / max(1, res.n)).tolist(), bit_exact=ok, **tot)
+        out["spike_mismatches"] = tot["spike_mismatches"]
+        rc = 0 if ok else 1
+    if a.json:
+        atomic_write_json(a.json, out)
+    return rc

@@ -47,7 +47,7 @@ import numpy as np
 from .fixedpoint import STATE_SHIFT, QNetwork, input_drive
 
 __all__ = ["TAGS", "TIMINGS", "LavaResult", "LavaNetwork", "build_network", "run_lava", "compare",
-           "float_model_map", "float_snn_params", "float_drive", "simulate_command"]
+           "float_model_map", "float_snn_params", "float_drive"]
 
 TAGS = ("fixed_pt", "floating_pt")
 TIMINGS = ("lava", "aligned")
@@ -465,72 +465,3 @@ def float_drive(net: QNetwork, x: np.ndarray) -> np.ndarray:
         d = conv2d(x, net.drive.weight, first.stride, first.padding, first.dilation, first.groups)
         return d + net.drive.bias.reshape(1, -1, 1, 1)
     return (dense(x, net.drive.weight) + net.drive.bias).reshape(x.shape[0], *first.shape)
-
-
-# --------------------------------------------------------------------------- CLI
-def simulate_command(a, net: QNetwork, xs: np.ndarray, ys: np.ndarray, dataset: str) -> int:
-    """``qcfs2lava simulate FILE --backend lava [--compare]`` (called by :mod:`netx_export.commands`
-    once the data are loaded): accuracy at every t, wall time per sample and per step; with
-    ``--compare`` the reference simulator runs on the same inputs and every layer's spikes are
-    compared (exit code 1 on any mismatch)."""
-    from qcfs2lava.fileio import atomic_write_json
-    from qcfs2lava.progress import Progress
-
-    from .refsim import simulate_drive
-
-    n = len(ys)
-    d = input_drive(net, xs)
-    bar = Progress(n, "lava", "img")
-    res = run_lava(a.file, T=a.T, drive=d.drive, timing=a.timing, tag=a.tag, record_spikes=a.compare,
-                   budget_s=a.time_budget, qnet=net, progress=lambda done: bar.update(done - bar.n))
-    bar.close()
-    acc = res.accuracy(ys)
-    ts = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t <= a.T]
-    print(f"{a.file}: Lava CPU simulator (Loihi2SimCfg, {a.tag}, {a.timing} timing) on {dataset}, "
-          f"{res.n} of {n} test images")
-    if res.n:
-        print(" | ".join(f"T={t:<4d}" for t in ts) + "\n" + " | ".join(f"{100 * acc[t - 1]:6.2f}" for t in ts))
-    print(f"build {res.seconds_build:.2f} s, compile {res.seconds_compile:.2f} s, run {res.seconds_run:.2f} s: "
-          f"{1000 * res.seconds_per_sample:.1f} ms/sample, {1000 * res.seconds_per_step:.2f} ms/step "
-          f"({res.steps / max(res.seconds_run, 1e-9):.1f} steps/s, {res.steps} steps)")
-    if res.stopped:
-        print(f"stopped: {res.stopped}")
-    out: dict[str, Any] = dict(file=a.file, dataset=dataset, source_sha256=net.metadata.get("source_sha256"),
-                               accuracy=acc.tolist() if res.n else [],
-                               final_accuracy=float(acc[-1]) if res.n else None,
-                               drive_clipped=d.clipped, drive_total=d.total, **res.summary())
-    rc = 0
-    if a.compare:
-        t0 = time.perf_counter()
-        tot = {"spikes_compared": 0, "spike_mismatches": 0, "logits_compared": 0, "logit_mismatches": 0,
-               "prediction_mismatches": 0}
-        per_layer: list[dict[str, int]] = []
-        ref_correct = np.zeros(a.T)
-        step = max(1, int(getattr(a, "batch_size", 250)))
-        for i in range(0, res.n, step):
-            j = min(res.n, i + step)
-            ref = simulate_drive(net, d.drive[i:j], a.T, a.timing, record_spikes=True)
-            part = LavaResult(res.logits[:, i:j], tuple(s[:, i:j] for s in res.spikes or ()), (), j - i, j - i, a.T,
-                              res.timing, res.tag, 0, 0.0, 0.0, 0.0, 0.0)
-            c = compare(part, ref)
-            for k in tot:
-                tot[k] += c[k]
-            for lay in c["layers"]:
-                if len(per_layer) <= lay["layer"]:
-                    per_layer.append(dict(layer=lay["layer"], compared=0, mismatches=0))
-                per_layer[lay["layer"]]["compared"] += lay["compared"]
-                per_layer[lay["layer"]]["mismatches"] += lay["mismatches"]
-            ref_correct += (ref.predictions == ys[i:j].reshape(1, -1)).sum(1)
-        dt = time.perf_counter() - t0
-        ok = tot["spike_mismatches"] == 0 and tot["logit_mismatches"] == 0
-        print(f"compare with the reference ({a.timing} timing): {tot['spikes_compared']} spike entries "
-              f"(every layer, step and sample), {tot['spike_mismatches']} mismatches; readout "
-              f"{tot['logit_mismatches']} of {tot['logits_compared']} logits differ; "
-              f"{'bit-exact' if ok else 'NOT bit-exact'} ({dt:.1f} s)")
-        out["compare"] = dict(reference="refsim", timing=a.timing, layers=per_layer, seconds_reference=dt,
-                              reference_accuracy=(ref_correct / max(1, res.n)).tolist(), bit_exact=ok, **tot)
-        out["spike_mismatches"] = tot["spike_mismatches"]
-        rc = 0 if ok else 1
-    if a.json:
-        atomic_write_json(a.json, out)
-    return rc

@@ -107,13 +107,51 @@ def table(res) -> str:
     return "\n".join(lines)
 
 
+def evaluate_model(name, ck, test, calib, a) -> tuple[dict, dict]:
+    """All SNN configurations of one trained model: (model info, {label: result})."""
+    model = dict(ann_accuracy=None, lam=ck.meta["lam"], sha256=ck.sha256, train_metrics=ck.meta["metrics"])
+    if name == "qcfs":
+        todo = {"QCFS (θ=λ, v0=θ/2)": convert(ck.model),
+                "QCFS (θ=λ, v0=0)": convert(ck.model, v0_frac=0.0)}
+        th = max_input_thresholds(ck.model, calib)
+        for frac, tag in ((0.5, "θ/2"), (0.0, "0")):
+            snn = convert(ck.model, v0_frac=frac)
+            for lname, mod in snn.named_modules():
+                if lname in th:
+                    mod.theta.fill_(th[lname])
+            todo[f"QCFS no-DT (θ=max input, v0={tag})"] = snn
+        model["max_input_thresholds"] = th
+        model["layer_errors"] = {T: layer_errors(ck.model, test[0][0], T) for T in (4, 16)}
+    elif name == "qcf":
+        todo = {"QCF (θ=λ, v0=0)": convert(ck.model)}
+    else:
+        th_max = activation_thresholds(ck.model, calib, 100.0)
+        th_p = activation_thresholds(ck.model, calib, 99.9)
+        model["thresholds"] = dict(max=th_max, p999=th_p)
+        todo = {"ReLU+max (v0=0)": convert(ck.model, 0.0, th_max),
+                "ReLU+max (v0=θ/2)": convert(ck.model, 0.5, th_max),
+                "ReLU+99.9% (v0=0)": convert(ck.model, 0.0, th_p),
+                "ReLU+99.9% (v0=θ/2)": convert(ck.model, 0.5, th_p)}
+    configs = {}
+    for label, snn in todo.items():
+        sub = test[:max(1, a.n_ablation // 500)] if "no-DT" in label else test
+        r = run_config(label, ck.model, snn, sub, a.T)
+        r["model"] = name
+        configs[label] = r
+        if "no-DT" not in label:
+            model["ann_accuracy"] = r["ann_accuracy"]
+        print(f"{label}: ANN {100 * r['ann_accuracy']:.2f}%  T=4 {100 * r['snn_accuracy'][3]:.2f}%  "
+              f"T=16 {100 * r['snn_accuracy'][15]:.2f}%  T={a.T} {100 * r['snn_accuracy'][-1]:.2f}%", flush=True)
+    return model, configs
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--work", default="runs/study", help="checkpoints and logs")
     p.add_argument("--epochs-qcfs", type=int, default=22, help="epochs for the QCFS model (the study model)")
     p.add_argument("--epochs", type=int, default=12, help="epochs for the QCF and ReLU baselines")
-    p.add_argument("--n", type=int, default=10000, help="test images")
+    p.add_argument("--n", type=int, default=2500, help="test images (the first n of the test set)")
     p.add_argument("--T", type=int, default=64)
     p.add_argument("--n-ablation", type=int, default=1000,
                    help="test images for the Table S1 no-DT rows (near chance at T <= 64, as in the paper)")
@@ -146,38 +184,18 @@ def main() -> int:
     calib = batches(D.load_split("cifar10", a.data_dir, train=True), info, a.calib)
     configs, models = {}, {}
     for name, ck in ckpts.items():
-        models[name] = dict(ann_accuracy=None, lam=ck.meta["lam"], sha256=ck.sha256,
-                            train_metrics=ck.meta["metrics"])
-        if name == "qcfs":
-            todo = {"QCFS (θ=λ, v0=θ/2)": convert(ck.model),
-                    "QCFS (θ=λ, v0=0)": convert(ck.model, v0_frac=0.0)}
-            th = max_input_thresholds(ck.model, calib)
-            for frac, tag in ((0.5, "θ/2"), (0.0, "0")):
-                snn = convert(ck.model, v0_frac=frac)
-                for lname, mod in snn.named_modules():
-                    if lname in th:
-                        mod.theta.fill_(th[lname])
-                todo[f"QCFS no-DT (θ=max input, v0={tag})"] = snn
-            models[name]["layer_errors_T4_T16"] = {T: layer_errors(ck.model, test[0][0], T) for T in (4, 16)}
-        elif name == "qcf":
-            todo = {"QCF (θ=λ, v0=0)": convert(ck.model)}
+        cache = os.path.join(a.work, f"eval_{name}.json")
+        key = dict(sha256=ck.sha256, n=a.n, T=a.T, n_ablation=a.n_ablation, calib=a.calib)
+        if os.path.exists(cache) and json.load(open(cache))["key"] == key:
+            got = json.load(open(cache))          # evaluated earlier (e.g. by a parallel --only run)
         else:
-            th_max = activation_thresholds(ck.model, calib, 100.0)
-            th_p = activation_thresholds(ck.model, calib, 99.9)
-            models[name]["thresholds"] = dict(max=th_max, p999=th_p)
-            todo = {"ReLU+max (v0=0)": convert(ck.model, 0.0, th_max),
-                    "ReLU+max (v0=θ/2)": convert(ck.model, 0.5, th_max),
-                    "ReLU+99.9% (v0=0)": convert(ck.model, 0.0, th_p),
-                    "ReLU+99.9% (v0=θ/2)": convert(ck.model, 0.5, th_p)}
-        for label, snn in todo.items():
-            sub = test[:max(1, a.n_ablation // 500)] if "no-DT" in label else test
-            r = run_config(label, ck.model, snn, sub, a.T)
-            r["model"] = name
-            configs[label] = r
-            if "no-DT" not in label:
-                models[name]["ann_accuracy"] = r["ann_accuracy"]
-            print(f"{label}: ANN {100 * r['ann_accuracy']:.2f}%  T=4 {100 * r['snn_accuracy'][3]:.2f}%  "
-                  f"T=16 {100 * r['snn_accuracy'][15]:.2f}%  T={a.T} {100 * r['snn_accuracy'][-1]:.2f}%", flush=True)
+            info_m, cfg_m = evaluate_model(name, ck, test, calib, a)
+            got = dict(key=key, model=info_m, configs=cfg_m)
+            atomic_write_text(cache, json.dumps(got) + "\n")
+        models[name] = got["model"]
+        configs.update(got["configs"])
+    if a.only:
+        return 0                                  # partial run: the cache holds its results
     res = dict(command=" ".join(["python", "benchmarks/cifar10_study.py"] + sys.argv[1:]),
                data="CIFAR-10, JPEG-recompressed copy (../shared/data/cifar10-jpeg.zip)", recipe=RECIPE,
                epochs={k: v["train_metrics"]["epoch"] for k, v in models.items()}, n=a.n, T=a.T,

@@ -40,23 +40,33 @@ class IFNeuron(nn.Module):
         self.register_buffer("theta", torch.tensor(float(theta)))
         self.v0_frac = float(v0_frac)
         self.v: torch.Tensor | None = None
-        self.spikes: torch.Tensor | None = None   # total spikes so far, per sample
+        self.count: torch.Tensor | None = None    # spikes so far, per neuron
         self.out_sum: torch.Tensor | None = None  # Σ_t s(t)·θ, for the conversion error φ(T) of eq. 9
         self.record = False
 
     def reset(self) -> None:
         self.v = None
-        self.spikes = None
+        self.count = None
         self.out_sum = None
 
+    @property
+    def spikes(self) -> torch.Tensor | None:
+        """Total spikes so far, per sample."""
+        return None if self.count is None else self.count.flatten(1).sum(1).double()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # if_step, in place: this loop runs T times per sample, and for narrow nets the
+        # element-wise work rivals the convolutions.
         if self.v is None:
             self.v = torch.full_like(x, self.v0_frac * float(self.theta))
-            self.spikes = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-        self.v, out = if_step(self.v, x, self.theta)
-        self.spikes += (out > 0).flatten(1).sum(1).double()
+            self.count = torch.zeros_like(x, dtype=torch.int32)
+        v = self.v.add_(x)
+        s = v >= self.theta
+        out = s.to(x.dtype).mul_(self.theta)
+        v.sub_(out)
+        self.count += s
         if self.record:
-            self.out_sum = out.clone() if self.out_sum is None else self.out_sum + out
+            self.out_sum = out.clone() if self.out_sum is None else self.out_sum.add_(out)
         return out
 
     def extra_repr(self) -> str:

@@ -96,3 +96,15 @@ def test_layer_errors_vanish_at_T_equals_L_for_a_single_layer_and_grow_otherwise
     from qcfs2lava.snn import layer_errors
     assert layer_errors(m, x, T=4)["1"]["mean_abs_error"] < 1e-6          # Theorem 2 (constant input)
     assert layer_errors(m, x, T=3)["1"]["mean_abs_error"] > 1e-3
+
+
+def test_in_place_layer_equals_the_pure_if_step():
+    torch.manual_seed(1)
+    layer, theta = IFNeuron(0.75, v0_frac=0.5), torch.tensor(0.75)
+    v, count = torch.full((3, 5), 0.375), torch.zeros(3)
+    for _ in range(9):
+        x = torch.randn(3, 5)
+        v, out = if_step(v, x, theta)
+        count += (out > 0).sum(1)
+        assert torch.equal(layer(x), out)
+    assert torch.equal(layer.v, v) and torch.equal(layer.spikes, count.double())

@@ -30,7 +30,7 @@ from qcfs2lava.balance import activation_thresholds, max_input_thresholds  # noq
 from qcfs2lava.checkpoint import load_checkpoint                    # noqa: E402
 from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
 from qcfs2lava.progress import Progress                            # noqa: E402
-from qcfs2lava.snn import convert, layer_errors, simulate          # noqa: E402
+from qcfs2lava.snn import convert, evaluate, layer_errors           # noqa: E402
 from qcfs2lava.train import TrainConfig, train                     # noqa: E402
 
 RECIPE = dict(arch="vgg-small", dataset="cifar10", L=4, lr=0.05, lam_init=2.0, label_smoothing=0.1,
@@ -45,22 +45,10 @@ def batches(split, info, n, bs=500):
     return list(D.iterate_batches(split, bs, info))
 
 
-@torch.no_grad()
 def run_config(label, model, snn, test, T):
-    correct_ann, correct = 0, torch.zeros(T, dtype=torch.float64)
-    spikes, neurons, n = {}, {}, 0
     bar = Progress(sum(len(y) for _, y in test), f"{label:>18s}", "img")
-    for x, y in test:
-        correct_ann += int((model(x).argmax(1) == y).sum())
-        r = simulate(snn, x, T)
-        correct += (r.logits.argmax(2) == y.view(1, -1)).sum(1).double()
-        for k, v in r.spikes.items():
-            spikes[k] = spikes.get(k, 0.0) + float(v.sum())
-        neurons = r.neurons
-        n += len(y)
-        bar.update(len(y), acc_T=float(correct[-1]) / n)
-    return dict(ann_accuracy=correct_ann / n, snn_accuracy=(correct / n).tolist(), n=n,
-                firing_rates={k: spikes[k] / (n * neurons[k] * T) for k in spikes})
+    ev = evaluate(model, test, T, snn=snn, progress=lambda k, acc: bar.update(k, acc_T=acc))
+    return dict(ann_accuracy=ev.ann_accuracy, snn_accuracy=ev.snn_accuracy, n=ev.n, firing_rates=ev.firing_rates)
 
 
 def plot(res, path):

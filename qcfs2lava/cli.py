@@ -123,6 +123,7 @@ def _info_of(ck):
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
+    from .progress import Progress
     from .snn import evaluate, layer_errors
     if a.T < 1:
         raise UserError("--T must be >= 1")
@@ -130,7 +131,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     batches = _eval_batches(ck, a.data_dir, a.n, a.batch_size)
     snn = _snn_for(ck, a)
     t0 = time.perf_counter()
-    ev = evaluate(ck.model, batches, a.T, snn=snn)
+    bar = Progress(sum(len(y) for _, y in batches), f"SNN T={a.T}", "img")
+    ev = evaluate(ck.model, batches, a.T, snn=snn, progress=lambda k, acc: bar.update(k, acc_T=acc))
     dt = time.perf_counter() - t0
     print(f"{a.checkpoint}: {ck.meta['arch']} on {ck.meta['dataset']} ({ev.n} test images), "
           f"{ck.meta['activation']}, L={ck.meta['L']}, {dt:.1f} s")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -143,8 +143,10 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], T: int,
-             snn: nn.Module | None = None) -> Evaluation:
-    """ANN accuracy and SNN accuracy at every t = 1..T over ``batches``."""
+             snn: nn.Module | None = None, progress: Callable[[int, float], None] | None = None) -> Evaluation:
+    """ANN accuracy and SNN accuracy at every t = 1..T over ``batches``.
+
+    ``progress(images in this batch, accuracy at T so far)`` is called after every batch."""
     model.eval()
     snn = convert(model) if snn is None else snn
     correct_ann = 0
@@ -160,6 +162,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             spikes[k] = spikes.get(k, 0.0) + float(v.sum())
         neurons = r.neurons
         n += len(y)
+        if progress is not None:
+            progress(len(y), float(correct_snn[-1]) / n)
     rates = {k: spikes[k] / (n * neurons[k] * T) for k in spikes}
     return Evaluation(T, n, correct_ann / n, (correct_snn / n).tolist(), rates)
 

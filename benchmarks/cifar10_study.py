@@ -60,10 +60,9 @@ def plot(res, path):
     for label, r in res["configs"].items():
         ts = range(1, len(r["snn_accuracy"]) + 1)
         ax.plot(ts, [100 * a for a in r["snn_accuracy"]], marker="o", ms=2.5, lw=1.3, label=label)
-    for m, r in res["models"].items():
-        ax.axhline(100 * r["ann_accuracy"], ls="--", lw=0.9, color="gray")
-        ax.text(1.05, 100 * r["ann_accuracy"] + 0.4, f"ANN {m} {100 * r['ann_accuracy']:.2f}%", fontsize=7,
-                color="gray")
+    for (m, r), ls in zip(res["models"].items(), ("--", ":", "-.")):
+        ax.axhline(100 * r["ann_accuracy"], ls=ls, lw=1.0, color="black",
+                   label=f"ANN {m}: {100 * r['ann_accuracy']:.2f}% ({r['train_metrics']['epoch']} epochs)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("time steps T")
     ax.set_ylabel("test accuracy (%)")

@@ -78,3 +78,11 @@ def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         save_checkpoint(str(p), _model(), META)
     assert os.listdir(tmp_path) == []
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    p = tmp_path / "m.pt"
+    save_checkpoint(str(p), _model(), META)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)

@@ -17,7 +17,19 @@ from netx_export.lava.process import IF_SUB, Recorder
 
 
 class _ResetMixin:
-    """Per-sample reset shared by both IF_SUB models (see :class:`IF_SUB`)."""
+    """Per-sample reset and the step shared by both IF_SUB models (see :class:`IF_SUB`)."""
+
+    def _prepare(self) -> None:
+        """Hook before each step's dynamics (the fixed-point model scales bias and threshold)."""
+
+    def run_spk(self):
+        a = self._sample_start(self.a_in.recv())
+        self._prepare()
+        self.subthr_dynamics(activation_in=a)
+        s = self.spiking_activation()
+        self.reset_voltage(spike_vector=s)
+        self.s_out.send(s)
+        self.v_out.send(self.v)
 
     def _sample_start(self, a: np.ndarray) -> np.ndarray:
         if self.reset_interval > 0 and self.time_step % self.reset_interval == self.reset_offset:
@@ -62,16 +74,10 @@ class PyIfSubModelFixed(_ResetMixin, AbstractPyLifModelFixed):
     def reset_voltage(self, spike_vector: np.ndarray):
         self.v[spike_vector] -= self.effective_vth
 
-    def run_spk(self):
-        a = self._sample_start(self.a_in.recv())
+    def _prepare(self) -> None:
         self.scale_bias()
         if not self.isthrscaled:
             self.scale_threshold()
-        self.subthr_dynamics(activation_in=a)
-        s = self.spiking_activation()
-        self.reset_voltage(spike_vector=s)
-        self.s_out.send(s)
-        self.v_out.send(self.v)
 
 
 @implements(proc=IF_SUB, protocol=LoihiProtocol)
@@ -111,13 +117,6 @@ class PyIfSubModelFloat(_ResetMixin, AbstractPyLifModelFloat):
     def reset_voltage(self, spike_vector: np.ndarray):
         self.v[spike_vector] -= 64.0 * self.vth
 
-    def run_spk(self):
-        a = self._sample_start(self.a_in.recv())
-        self.subthr_dynamics(activation_in=a)
-        s = self.spiking_activation()
-        self.reset_voltage(spike_vector=s)
-        self.s_out.send(s)
-        self.v_out.send(self.v)
 
 
 @implements(proc=Recorder, protocol=LoihiProtocol)

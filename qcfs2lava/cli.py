@@ -194,10 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--phi", type=float, default=0.5, help="shift φ (0.5; 0 = QCF ablation)")
     t.add_argument("--activation", default="qcfs", choices=["qcfs", "relu"])
     t.add_argument("--lam-init", type=float, default=8.0, help="initial threshold λ (default 8)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--epochs", type=int, help="default: the data set's recipe (300 for CIFAR, 30 for digits)")
+    t.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    t.add_argument("--lr", type=float, help="initial learning rate (default: the recipe's)")
+    t.add_argument("--weight-decay", type=float, help="default 5e-4 (CIFAR, digits), 1e-4 (ImageNet)")
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="data augmentation on/off (default: the data set's recipe)")
@@ -218,12 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="ANN and float SNN accuracy at T = 1..T", epilog=EPILOG_EVAL,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("checkpoint")
-    e.add_argument("--data-dir")
-    e.add_argument("--T", type=int, default=64)
+    e.add_argument("checkpoint", help="model.pt written by `qcfs2lava train`")
+    e.add_argument("--data-dir", help="data folder (not needed for digits)")
+    e.add_argument("--T", type=int, default=64, help="time steps; accuracy is reported at every t <= T (default 64)")
     e.add_argument("--n", type=int, help="only the first n test images")
     e.add_argument("--batch-size", type=int, default=250)
-    e.add_argument("--json")
+    e.add_argument("--json", help="write the results as JSON")
     e.add_argument("--plot", help="PNG: accuracy vs T")
     e.add_argument("--v0", type=float, help="v(0)/θ for every layer (default: φ of the checkpoint; 0 for ReLU)")
     e.add_argument("--balance", choices=["max", "p99.9"], default="p99.9",

@@ -14,6 +14,7 @@ from typing import Any
 from qcfs2lava.errors import UserError
 from qcfs2lava.fileio import atomic_write_json
 from qcfs2lava.progress import Progress
+from qcfs2lava.tables import accuracy_table
 
 __all__ = ["register", "cmd_export", "cmd_inspect", "cmd_simulate"]
 
@@ -31,7 +32,6 @@ EPILOG_SIMULATE = """examples:
   qcfs2lava simulate model.net --timing lava --T 40     # Lava's one-step delay per layer
   qcfs2lava simulate model.net --backend lava --n 100 --T 8 --json out.json --compare
 """
-REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def _write_json(path: str | None, obj: Any) -> None:
@@ -110,11 +110,6 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- simulate
-def _table(acc: list[float]) -> str:
-    ts = [t for t in REPORT_T if t <= len(acc)]
-    return (" | ".join(f"T={t:<4d}" for t in ts) + "\n" + " | ".join(f"{100 * acc[t - 1]:6.2f}" for t in ts))
-
-
 def cmd_simulate(a: argparse.Namespace) -> int:
     import numpy as np
 
@@ -159,7 +154,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     bar.close()
     dt = time.perf_counter() - t0
     print(f"{a.file}: reference fixed-point simulation ({a.timing} timing) on {dataset}, {ev.n} test images")
-    print(_table(ev.accuracy))
+    print(accuracy_table(ev.accuracy))
     names = [lay.name for lay in net.synaptic]
     print("firing rates (spikes/neuron/step): " + ", ".join(f"{nm}={r:.4f}" for nm, r in zip(names, ev.firing_rates)))
     print(f"v saturations: {ev.saturated}; input drive clipped: {ev.drive_clipped}/{ev.drive_total}; "
@@ -190,11 +185,10 @@ def _simulate_lava(a: argparse.Namespace, net, xs, ys, dataset: str) -> int:
                    budget_s=a.time_budget, qnet=net, progress=lambda done: bar.update(done - bar.n))
     bar.close()
     acc = res.accuracy(ys)
-    ts = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t <= a.T]
     print(f"{a.file}: Lava CPU simulator (Loihi2SimCfg, {a.tag}, {a.timing} timing) on {dataset}, "
           f"{res.n} of {n} test images")
     if res.n:
-        print(" | ".join(f"T={t:<4d}" for t in ts) + "\n" + " | ".join(f"{100 * acc[t - 1]:6.2f}" for t in ts))
+        print(accuracy_table(acc))
     print(f"build {res.seconds_build:.2f} s, compile {res.seconds_compile:.2f} s, run {res.seconds_run:.2f} s: "
           f"{1000 * res.seconds_per_sample:.1f} ms/sample, {1000 * res.seconds_per_step:.2f} ms/step "
           f"({res.steps / max(res.seconds_run, 1e-9):.1f} steps/s, {res.steps} steps)")

@@ -87,14 +87,9 @@ def plot_accuracy_vs_T(path: str, curves: dict[str, list[float]], ann: dict[str,
     atomic_write_bytes(path, buf.getvalue())
 
 
-REPORT_T = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
 def _eval_table(ev) -> str:
-    ts = [t for t in REPORT_T if t <= ev.T]
-    head = "   ANN | " + " | ".join(f"T={t:<3d}" for t in ts)
-    row = f"{100 * ev.ann_accuracy:6.2f} | " + " | ".join(f"{100 * ev.at(t):5.2f}" for t in ts)
-    return head + "\n" + row
+    from .tables import accuracy_table
+    return accuracy_table(ev.snn_accuracy, ev.ann_accuracy)
 
 
 def _snn_for(ck, a):

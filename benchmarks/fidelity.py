@@ -37,9 +37,11 @@ from qcfs2lava.progress import Progress                            # noqa: E402
 from qcfs2lava.snn import convert, simulate as snn_simulate        # noqa: E402
 
 
-def measure(path: str, data_dir: str | None, n: int | None, T: int, batch: int) -> dict:
+def measure(path: str, data_dir: str | None, n: int | None, T: int, batch: int, calibrate: int) -> dict:
     ck = load_checkpoint(path)
-    ex = quantize_checkpoint(ck, recommended_T=T)
+    calib = D.sample(D.load_split(ck.meta["dataset"], data_dir, train=True), calibrate,
+                     ck.meta["normalization"]) if calibrate else None
+    ex = quantize_checkpoint(ck, recommended_T=T, calib_x=calib)   # as `qcfs2lava export` does by default
     with tempfile.TemporaryDirectory() as tmp:
         write_netx(ex.net, os.path.join(tmp, "m.net"))
         net = read_netx(os.path.join(tmp, "m.net"))
@@ -67,6 +69,7 @@ def measure(path: str, data_dir: str | None, n: int | None, T: int, batch: int) 
     with torch.no_grad():
         ann = float((torch.cat([ck.model(x[i:i + 500]).argmax(1) for i in range(0, n, 500)]) == y).float().mean())
     return dict(checkpoint=path, sha256=ck.sha256, arch=ck.meta["arch"], dataset=ck.meta["dataset"], n=n, T=T,
+                calibration_images=calibrate,
                 ann_accuracy=ann, float_snn=(cf / n).tolist(), fixed_point_snn=(cq / n).tolist(),
                 prediction_agreement=(agree / n).tolist(), v_saturations=int(sat),
                 layers=[dict(name=r.name, scale=r.scale, exponent=r.exponent, rms_rel_error=r.rms_rel_error,
@@ -82,13 +85,14 @@ def main() -> int:
     p.add_argument("--n-cifar", type=int, default=1000)
     p.add_argument("--T", type=int, default=32)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--calibrate", type=int, default=256, help="bias-correction images, as export (0: off)")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "fidelity"))
     a = p.parse_args()
     rows = []
     if a.digits:
-        rows.append(measure(a.digits, None, None, a.T, a.batch))
+        rows.append(measure(a.digits, None, None, a.T, a.batch, a.calibrate))
     if a.cifar:
-        rows.append(measure(a.cifar, a.data_dir, a.n_cifar, a.T, a.batch))
+        rows.append(measure(a.cifar, a.data_dir, a.n_cifar, a.T, a.batch, a.calibrate))
     for r in rows:
         d = {t: 100 * (r["fixed_point_snn"][t - 1] - r["float_snn"][t - 1]) for t in (4, 8, 32) if t <= a.T}
         print(f"{r['arch']} / {r['dataset']} (n={r['n']}): ANN {100 * r['ann_accuracy']:.2f}%; "

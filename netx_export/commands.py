@@ -63,10 +63,13 @@ def cmd_export(a: argparse.Namespace) -> int:
     out = a.output or os.path.splitext(a.checkpoint)[0] + ".net"
     if os.path.abspath(out) == os.path.abspath(a.checkpoint):
         raise UserError("the output would overwrite the checkpoint; choose another -o")
+    if a.calibrate < 0:
+        raise UserError("--calibrate must be >= 0")
     ck = load_checkpoint(a.checkpoint)
     meta = ck.meta
     t0 = time.perf_counter()
-    ex = quantize_checkpoint(ck, recommended_T=a.T, v_headroom=a.v_headroom)
+    calib = _calibration_images(meta, a.data_dir, a.calibrate) if a.calibrate else None
+    ex = quantize_checkpoint(ck, recommended_T=a.T, v_headroom=a.v_headroom, calib_x=calib)
     graph, net, graph_err = ex.graph, ex.net, ex.graph_error
     write_netx(net, out)
     dt = time.perf_counter() - t0
@@ -81,6 +84,10 @@ def cmd_export(a: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(net.layers)} NetX layers ({kinds}), {neurons} neurons, {synapses} weights; "
           f"max RMS weight error {100 * worst:.2f}%, fold check {max((e for _, e in graph.fold_errors), default=0):.1e}, "
           f"graph vs model |Δlogit| {graph_err:.1e}; {warnings} warning(s); recommended T={a.T} ({dt:.1f} s)")
+    if ex.corrections:
+        worst_c = max(ex.corrections, key=lambda c: c.relative_to_vth)
+        print(f"bias correction from {len(calib)} training images: mean rounding shift up to "
+              f"{100 * worst_c.relative_to_vth:.2f}% of θ per step removed (layer {worst_c.name})")
     checked = None
     if a.check:
         back = check_file(out)
@@ -89,8 +96,25 @@ def cmd_export(a: argparse.Namespace) -> int:
     _write_json(a.json, dict(checkpoint=a.checkpoint, sha256=ck.sha256, output=out, L=graph.L, phi=graph.phi,
                              recommended_T=a.T, neurons=neurons, weights=synapses, graph_max_logit_error=graph_err,
                              fold_errors=dict(graph.fold_errors), check=checked,
+                             calibration_images=len(calib) if calib is not None else 0,
+                             bias_corrections=[c.__dict__ for c in ex.corrections],
                              layers=[{k: _clean(v) for k, v in r.__dict__.items()} for r in net.report]))
     return 0
+
+
+def _calibration_images(meta: dict, data_dir: str | None, n: int):
+    """``n`` normalised training images (a fixed random subset) of the checkpoint's data set."""
+    from qcfs2lava import data as D
+
+    dataset = meta.get("dataset")
+    try:
+        split = D.load_split(dataset, data_dir, train=True)
+    except UserError as e:
+        raise UserError(f"{e} (bias calibration reads training images; pass --data-dir, or --calibrate 0)") from None
+    if not isinstance(split, D.ArraySplit):
+        raise UserError(f"bias calibration reads in-memory data sets (digits, CIFAR), not '{dataset}' folders; "
+                        "pass --calibrate 0")
+    return D.sample(split, n, meta["normalization"])
 
 
 # --------------------------------------------------------------------------- inspect
@@ -244,6 +268,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("checkpoint", help="model.pt written by `qcfs2lava train`")
     e.add_argument("-o", "--output", help="NetX file to write (default: the checkpoint's name with .net)")
     e.add_argument("--check", action="store_true", help="reload the written file and validate it")
+    e.add_argument("--calibrate", type=int, default=256, metavar="N",
+                   help="correct each layer's bias for the mean weight-rounding error, measured on N training "
+                        "images of the checkpoint's data set (default 256; 0: off)")
+    e.add_argument("--data-dir", help="data set folder, for --calibrate (digits need none)")
     e.add_argument("--json", help="write the per-layer quantization report as JSON")
     e.add_argument("--T", type=int, default=32, help="recommended time steps, stored in the file (default 32)")
     e.add_argument("--v-headroom", type=float, default=64.0,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .calibrate import BiasCorrection, bias_correction, input_rates
 from .errors import ExportError
 from .fixedpoint import QNetwork, QuantConfig, quantize
 from .graph import Graph, check_graph, trace
@@ -19,10 +20,14 @@ class Exported:
     graph: Graph
     net: QNetwork
     graph_error: float          # max |Δlogit| between the folded graph and the PyTorch model
+    corrections: tuple[BiasCorrection, ...] = ()    # per layer after the first, if calibrated
 
 
-def quantize_checkpoint(ck, recommended_T: int = 32, v_headroom: float = 64.0) -> Exported:
-    """Trace, fold and quantize a loaded :class:`qcfs2lava.checkpoint.Checkpoint`."""
+def quantize_checkpoint(ck, recommended_T: int = 32, v_headroom: float = 64.0,
+                        calib_x: torch.Tensor | None = None) -> Exported:
+    """Trace, fold and quantize a loaded :class:`qcfs2lava.checkpoint.Checkpoint`; with normalised
+    calibration images ``calib_x`` (a few hundred training images), also correct every layer's bias
+    for the mean weight-rounding error (:mod:`netx_export.calibrate`)."""
     meta = ck.meta
     if meta.get("activation", "qcfs") != "qcfs":
         raise ExportError(f"{ck.path or 'checkpoint'} is a ReLU network; only QCFS networks are exported")
@@ -32,5 +37,11 @@ def quantize_checkpoint(ck, recommended_T: int = 32, v_headroom: float = 64.0) -
     md = dict(source_sha256=ck.sha256, source=os.path.basename(ck.path) if ck.path else None,
               arch=meta.get("arch"), dataset=meta.get("dataset"), class_names=list(meta.get("class_names") or []),
               normalization=meta.get("normalization"))
+    if calib_x is not None:
+        md["calibration"] = {"method": "bias correction of the mean 8-bit weight-rounding error",
+                             "images": int(len(calib_x))}
     net = quantize(graph, config=QuantConfig(v_headroom=v_headroom, recommended_T=recommended_T), metadata=md)
-    return Exported(graph, net, graph_err)
+    if calib_x is None:
+        return Exported(graph, net, graph_err)
+    net, corrections = bias_correction(graph, net, input_rates(graph, calib_x))
+    return Exported(graph, net, graph_err, tuple(corrections))

@@ -6,7 +6,8 @@ v(0) are all multiplied by one factor, so each layer gets its own scale σ_l (in
 float unit of membrane potential):
 
     weight = m·2^k ≈ σ_l·W_l·θ_{l−1}   (m ∈ [−128, 127], one exponent k per layer)
-    vThMant = σ_l·θ_l (rounded to even), vInit = vThMant/2 (φ = ½), bias = round(σ_l·b_l)
+    vThMant = σ_l·θ_l (σ_l trimmed so this is an exact even integer), vInit = vThMant/2 (φ = ½),
+    bias = round(σ_l·b_l)
 
 σ_l = 127·2^k / max|W_l·θ_{l−1}|, so the 8-bit mantissa is always used in full, and k is the
 largest exponent that keeps every Loihi limit (constants below): vThMant ≤ 131071/v_headroom
@@ -46,7 +47,7 @@ from .errors import QuantizationError
 
 __all__ = ["MANT_MIN", "MANT_MAX", "VTH_MAX", "BIAS_MAX", "INPUT_LIMIT", "STATE_SHIFT", "DENSE_MAX_EXPONENT",
            "OUTPUT_VTH", "QuantConfig", "QNeuron", "QLayer", "InputDrive", "LayerReport", "QNetwork",
-           "quantize", "quantize_weights", "round_even", "input_bound", "drive_bound", "input_drive",
+           "quantize", "quantize_weights", "exact_theta_scale", "input_bound", "drive_bound", "input_drive",
            "DriveResult", "format_report"]
 
 MANT_MIN, MANT_MAX = -128, 127      # 8-bit signed weight mantissa
@@ -138,9 +139,14 @@ class QNetwork:
 
 
 # --------------------------------------------------------------------------- pure functions
-def round_even(x: float) -> int:
-    """Nearest even integer, at least 2: keeps vInit = vThMant/2 exact in weight units (and θ > 0)."""
-    return max(2, int(2 * round(x / 2)))
+def exact_theta_scale(theta: float, scale: float) -> tuple[float, int]:
+    """(σ', vThMant) with σ' ≤ σ and σ'·θ = vThMant exactly (an even integer, so vInit = vThMant/2 is
+    exact too): the threshold carries no rounding error, which for a small vThMant (the input layer,
+    whose σ the 13-bit drive limits) would otherwise be a systematic gain error of up to 1/vThMant."""
+    vth = 2 * int(math.floor(theta * scale / 2))
+    if vth < 2:
+        return scale, 2             # θ too small for this σ: keep σ, report the θ rounding error
+    return vth / theta, vth
 
 
 def quantize_weights(w: np.ndarray, scale: float, exponent: int) -> tuple[np.ndarray, float]:
@@ -199,9 +205,11 @@ class _Choice:
 
 def _try(w_eff: np.ndarray, b: np.ndarray, theta: float | None, scale: float, exponent: int,
          vth_cap: int, in_limit: int) -> _Choice:
+    vth = OUTPUT_VTH
+    if theta is not None:
+        scale, vth = exact_theta_scale(theta, scale)
     wq, clipped = quantize_weights(w_eff, scale, exponent)
     bq = np.rint(b * scale).astype(np.int64)
-    vth = round_even(theta * scale) if theta is not None else OUTPUT_VTH
     hi, lo = input_bound(wq, bq)
     problems = []
     if theta is not None and vth > vth_cap:
@@ -294,9 +302,9 @@ def quantize(graph, input_range: tuple[Sequence[float], Sequence[float]] | None 
                 raise QuantizationError("the first layer has no neuron: nothing to inject the input into")
             bound = drive_bound(w, b, *input_range)
             scale = min(config.drive_limit / bound if bound > 0 else math.inf, (vth_cap - 1) / lay.neuron.theta)
+            scale, vth = exact_theta_scale(lay.neuron.theta, scale)
             k = _smallest_exponent(w * scale)
             wq, clipped = quantize_weights(w, scale, k)
-            vth = round_even(lay.neuron.theta * scale)
             bq = np.rint(b * scale).astype(np.int64)
             drive = InputDrive(w * scale, b * scale, config.drive_limit)
             ref, role, theta = w * scale, "input drive", lay.neuron.theta

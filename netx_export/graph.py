@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import operator
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from .errors import ExportError
 
 __all__ = ["Neuron", "Conv", "Dense", "Flatten", "Layer", "Graph", "trace", "fold_batchnorm",
            "box_kernel", "compose_prefilter_conv", "compose_prefilter_dense", "fold_error",
-           "graph_forward", "check_graph", "conv_output_shape"]
+           "graph_forward", "layer_forward", "check_graph", "conv_output_shape"]
 
 Shape = tuple[int, int, int]
 Pair = tuple[int, int]
@@ -451,7 +451,7 @@ def shape_in(s: Sequence[int]) -> Shape:
 
 
 # --------------------------------------------------------------------------- numerical checks
-def _layer_forward(lay: Layer, x: torch.Tensor) -> torch.Tensor:
+def layer_forward(lay: Layer, x: torch.Tensor) -> torch.Tensor:
     if isinstance(lay, Conv):
         return F.conv2d(x, torch.from_numpy(lay.weight), torch.from_numpy(lay.bias), lay.stride, lay.padding,
                         lay.dilation, lay.groups)
@@ -477,18 +477,22 @@ def fold_error(modules: Sequence[nn.Module | str], layer: Conv | Dense, in_shape
             continue
         m = copy.deepcopy(m).double().eval()
         ref = m(ref)
-    got = _layer_forward(layer, x)
+    got = layer_forward(layer, x)
     if got.shape != ref.shape:
         return float("inf")
     return float((got - ref).abs().max() / ref.abs().max().clamp(min=1e-30))
 
 
 @torch.no_grad()
-def graph_forward(graph: Graph, x: torch.Tensor) -> torch.Tensor:
-    """The graph as an ANN (QCFS activations, float64): ``λ·clip(⌊z·L/λ + φ⌋/L, 0, 1)`` per neuron."""
+def graph_forward(graph: Graph, x: torch.Tensor,
+                  on_input: Callable[[Layer, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """The graph as an ANN (QCFS activations, float64): ``λ·clip(⌊z·L/λ + φ⌋/L, 0, 1)`` per neuron.
+    ``on_input(layer, h)`` sees every layer's input (calibration statistics)."""
     h = x.double()
     for lay in graph.layers:
-        h = _layer_forward(lay, h)
+        if on_input is not None:
+            on_input(lay, h)
+        h = layer_forward(lay, h)
         if not isinstance(lay, Flatten) and lay.neuron is not None:
             lam = lay.neuron.theta
             h = lam * torch.clamp(torch.floor(h * graph.L / lam + graph.phi) / graph.L, 0.0, 1.0)

@@ -98,7 +98,7 @@ def _write_metadata(f: h5py.File, net: QNetwork) -> None:
                 input_shape=list(net.input_shape))
     for key in ("format", "format_version", "tool_version", "source_sha256", "source", "arch", "dataset", "L",
                 "phi", "recommended_T", "v_headroom", "input_shape", "class_names", "normalization",
-                "readout"):
+                "readout", "calibration"):
         _put(m, key, meta.get(key))
     lo, hi = meta.get("input_range", (None, None))
     if lo is not None:

@@ -17,7 +17,7 @@ import torch
 
 from .errors import DataError, UserError
 
-__all__ = ["DatasetInfo", "ArraySplit", "DATASETS", "dataset_info", "load_split", "Augment",
+__all__ = ["DatasetInfo", "ArraySplit", "DATASETS", "dataset_info", "load_split", "sample", "Augment",
            "iterate_batches", "loader_batches", "batches", "normalize"]
 
 
@@ -145,6 +145,12 @@ def normalize(x_uint8: torch.Tensor, max_value: float, mean, std) -> torch.Tenso
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return (x_uint8.float() / max_value - m) / s
+
+
+def sample(split: ArraySplit, n: int, normalization: dict, seed: int = 0) -> torch.Tensor:
+    """``n`` normalised images of ``split``, a fixed random subset (calibration data)."""
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    return normalize(split.x[idx], normalization["max_value"], normalization["mean"], normalization["std"])
 
 
 @dataclass

@@ -149,3 +149,34 @@ def test_cli_bad_input_is_a_user_error(exported, tmp_path):
         a = p.parse_args(argv)
         with pytest.raises(UserError):
             a.func(a)
+
+
+def test_export_calibrates_biases_by_default_and_records_it(exported, tmp_path):
+    import h5py
+    path, out, p = exported
+    report = json.load(open(out + ".json"))
+    assert report["calibration_images"] == 256 and len(report["bias_corrections"]) == len(report["layers"]) - 1
+    with h5py.File(out, "r") as f:
+        assert int(f["metadata/calibration/images"][()]) == 256
+    plain = str(tmp_path / "plain.net")
+    a = p.parse_args(["export", path, "-o", plain, "--calibrate", "0", "--json", plain + ".json"])
+    assert a.func(a) == 0
+    assert json.load(open(plain + ".json"))["bias_corrections"] == []
+    a_net, b_net = read_netx(out), read_netx(plain)
+    assert all(np.array_equal(x.weight, y.weight) for x, y in zip(a_net.synaptic, b_net.synaptic))
+    assert any(not np.array_equal(x.bias, y.bias) for x, y in zip(a_net.synaptic[1:], b_net.synaptic[1:]))
+
+
+def test_calibration_without_its_data_names_the_way_out(digits_model, tmp_path):
+    from qcfs2lava.checkpoint import load_checkpoint, save_checkpoint
+    from qcfs2lava.errors import UserError
+    from netx_export.commands import register
+    ck = load_checkpoint(digits_model[0])
+    foreign = str(tmp_path / "cifar.pt")
+    save_checkpoint(foreign, ck.model, dict(ck.meta, dataset="cifar10"))
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers(dest="command"))
+    a = p.parse_args(["export", foreign, "-o", str(tmp_path / "c.net"), "--data-dir", str(tmp_path)])
+    with pytest.raises(UserError, match="--calibrate 0"):
+        a.func(a)
+    assert not (tmp_path / "c.net").exists()

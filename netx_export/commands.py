@@ -261,7 +261,7 @@ def _simulate_lava(a: argparse.Namespace, net, xs, ys, dataset: str) -> int:
 
 # --------------------------------------------------------------------------- registration
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``export``, ``inspect`` and ``simulate`` to the ``qcfs2lava`` subcommand parsers."""
+    """Add ``export``, ``inspect``, ``simulate``, ``report`` and ``demo`` to the ``qcfs2lava`` subcommand parsers."""
     fmt = argparse.RawDescriptionHelpFormatter
     e = subparsers.add_parser("export", help="QCFS checkpoint → Loihi fixed point → NetX HDF5 (.net)",
                               epilog=EPILOG_EXPORT, formatter_class=fmt)
@@ -305,3 +305,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="lava: stop cleanly after about S seconds and report the samples finished")
     s.add_argument("--json")
     s.set_defaults(func=cmd_simulate)
+
+    from .demo import register_demo
+    from .report_command import register_report
+    register_report(subparsers)
+    register_demo(subparsers)

@@ -150,31 +150,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(a: argparse.Namespace) -> int:
-    """Train a tiny QCFS net on the bundled digits, then compare ANN and SNN."""
-    from .checkpoint import load_checkpoint
-    from .snn import evaluate
-    from .train import TrainConfig, train
-    os.makedirs(a.out, exist_ok=True)
-    t0 = time.perf_counter()
-    model_path = os.path.join(a.out, "model.pt")
-    print(f"[1/2] training tiny QCFS net (L={a.L}) on digits -> {model_path}", flush=True)
-    train(TrainConfig(arch="tiny", dataset="digits", out=model_path, L=a.L, epochs=a.epochs, seed=a.seed,
-                      log=None))
-    ck = load_checkpoint(model_path)
-    print(f"[2/2] float reference SNN, T = 1..{a.T}", flush=True)
-    ev = evaluate(ck.model, _eval_batches(ck, None, None, 360), a.T)
-    print(_eval_table(ev))
-    res = dict(model=model_path, ann_accuracy=ev.ann_accuracy, snn_accuracy=ev.snn_accuracy,
-               firing_rates=ev.firing_rates, seconds=time.perf_counter() - t0)
-    _write_json(os.path.join(a.out, "demo.json"), res)
-    plot_accuracy_vs_T(os.path.join(a.out, "accuracy_vs_T.png"), {"QCFS": ev.snn_accuracy},
-                       {"QCFS": ev.ann_accuracy}, f"tiny / digits, L={a.L}")
-    print(f"done in {res['seconds']:.0f} s: ANN {100 * ev.ann_accuracy:.2f}%, SNN T={a.T} "
-          f"{100 * ev.at(a.T):.2f}%; files in {a.out}/")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qcfs2lava", description="QCFS ANN-to-SNN conversion, PyTorch to Lava.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -226,13 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--calib", type=int, default=1000, help="training images for --balance")
     e.set_defaults(func=cmd_evaluate)
 
-    d = sub.add_parser("demo", help="the whole path on the bundled digits")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--L", type=int, default=4)
-    d.add_argument("--T", type=int, default=16)
-    d.add_argument("--epochs", type=int, default=30)
-    d.add_argument("--seed", type=int, default=0)
-    d.set_defaults(func=cmd_demo)
     from netx_export.commands import register
     register(sub)
     return p

@@ -1,0 +1,238 @@
+"""Compute a :class:`~netx_export.report.ReportData` from a checkpoint, its exported NetX file and
+the test set: ANN and float SNN (``qcfs2lava.snn.evaluate``), the fixed-point SNN with per-neuron
+spike counts (``netx_export.refsim``), Lava accuracies from ``qcfs2lava simulate --backend lava
+--json``, and the energy table (``netx_export.energy``) with the PyTorch model's own MACs.
+
+This is the one report module that imports torch (the model and the float SNN need it).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from qcfs2lava.errors import UserError
+
+from .energy import energy_table
+from .fixedpoint import QNetwork, input_drive
+from .refsim import simulate_drive
+from .report import RasterLayer, ReportData
+
+__all__ = ["collect_report_data", "ann_layer_macs", "read_lava_json", "raster_sample", "SPIKE_BUFFER"]
+
+SPIKE_BUFFER = 1 << 25      # recorded spike entries (bools) per reference-simulator chunk: 32 MB
+
+
+def ann_layer_macs(model, input_shape: Sequence[int], net: QNetwork) -> list[int] | None:
+    """MACs of one forward pass of the PyTorch ``model``, per synaptic layer of ``net``: every Conv2d
+    (C_out·H_out·W_out·C_in/g·kH·kW) and Linear (N_out·N_in) module, matched to the exported layer whose
+    name lists it (``"3+4+5"``). None if the modules and layers do not match one to one."""
+    import torch
+    from torch import nn
+
+    macs: dict[str, int] = {}
+
+    def hook(name: str):
+        def f(mod, inputs, out):
+            if isinstance(mod, nn.Conv2d):
+                macs[name] = int(out[0].numel()) * (mod.in_channels // mod.groups) * int(np.prod(mod.kernel_size))
+            else:
+                macs[name] = int(out[0].numel()) * mod.in_features
+        return f
+
+    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1,) + tuple(int(s) for s in input_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+    out: list[int] = []
+    used: set[str] = set()
+    for lay in net.synaptic:
+        mine = [n for n in lay.name.split("+") if n in macs]
+        if len(mine) != 1:
+            return None
+        out.append(macs[mine[0]])
+        used.add(mine[0])
+    return out if used == set(macs) else None
+
+
+def read_lava_json(path: str) -> tuple[dict[int, float], int, dict[str, Any]]:
+    """Accuracy at every t (t → fraction), samples and the raw object from ``simulate --backend lava --json``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except OSError as e:
+        raise UserError(f"cannot read Lava results {path}: {e.strerror or e}") from None
+    except ValueError:
+        raise UserError(f"{path} is not JSON (expected `qcfs2lava simulate --backend lava --json` output)") from None
+    acc = obj.get("accuracy") if isinstance(obj, dict) else None
+    if not isinstance(acc, list) or not acc or not all(isinstance(a, (int, float)) for a in acc):
+        raise UserError(f"{path} has no accuracy list (expected `qcfs2lava simulate --backend lava --json` output)")
+    if obj.get("backend") not in (None, "lava"):
+        raise UserError(f"{path} holds '{obj.get('backend')}' results, not Lava's")
+    return {t + 1: float(a) for t, a in enumerate(acc)}, int(obj.get("n") or 0), obj
+
+
+def raster_sample(spikes: Sequence[np.ndarray], names: Sequence[str], layers: int = 4, neurons: int = 40
+                  ) -> list[RasterLayer]:
+    """Pick up to ``layers`` layers (evenly spread, first and last kept) and, in each, up to ``neurons``
+    neurons evenly spaced among those that fire at least once (all neurons if none fire).
+    ``spikes[j]`` is one sample's bool (T, ...) spikes of layer j."""
+    idx = sorted({round(i * (len(spikes) - 1) / max(1, layers - 1)) for i in range(min(layers, len(spikes)))})
+    out = []
+    for j in idx:
+        s = np.asarray(spikes[j], dtype=bool).reshape(spikes[j].shape[0], -1)
+        active = np.flatnonzero(s.any(0))
+        pool = active if active.size else np.arange(s.shape[1])
+        pick = pool[np.unique(np.linspace(0, pool.size - 1, min(neurons, pool.size)).round().astype(int))]
+        out.append(RasterLayer(names[j], s[:, pick], tuple(int(p) for p in pick), int(s.shape[1])))
+    return out
+
+
+def _sha256(path: str) -> str:
+    from qcfs2lava.checkpoint import file_sha256
+    return file_sha256(path)
+
+
+def collect_report_data(checkpoint_path: str, net_path: str, data_dir: str | None = None, n: int | None = None,
+                        T: int = 16, lava_json: str | None = None, batch_size: int = 250,
+                        log: Callable[[str], None] = print) -> ReportData:
+    """Everything :func:`~netx_export.report.write_report` shows, computed on the first ``n`` test samples
+    (all if None) for ``T`` steps. ``log`` gets one line per stage. Bad input raises UserError."""
+    from qcfs2lava import data as D
+    from qcfs2lava.checkpoint import load_checkpoint
+    from qcfs2lava.progress import Progress
+    from qcfs2lava.snn import evaluate
+
+    from .hdf5_read import read_netx
+
+    if T < 1:
+        raise UserError("--T must be >= 1")
+    if n is not None and n < 1:
+        raise UserError("--n must be >= 1")
+    if batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    t_start = time.perf_counter()
+    ck = load_checkpoint(checkpoint_path)
+    if ck.meta.get("activation", "qcfs") != "qcfs":
+        raise UserError(f"{checkpoint_path} is a ReLU network; the report is for QCFS networks")
+    net = read_netx(net_path)
+    src = net.metadata.get("source_sha256")
+    if src and src != ck.sha256:
+        raise UserError(f"{net_path} was exported from another checkpoint (sha256 {str(src)[:12]}…, "
+                        f"{checkpoint_path} is {ck.sha256[:12]}…)")
+    lava = read_lava_json(lava_json) if lava_json else None
+    if lava is not None and lava[2].get("source_sha256") not in (None, ck.sha256):
+        raise UserError(f"{lava_json} holds results of another network (source sha256 "
+                        f"{str(lava[2]['source_sha256'])[:12]}…, {checkpoint_path} is {ck.sha256[:12]}…)")
+    dataset = ck.meta["dataset"]
+    base = D.dataset_info(dataset)
+    norm = ck.meta["normalization"]
+    info = D.DatasetInfo(base.name, base.num_classes, base.in_channels, base.input_size, tuple(norm["mean"]),
+                         tuple(norm["std"]))
+    if (info.in_channels, info.input_size, info.input_size) != tuple(net.input_shape):
+        raise UserError(f"{net_path} expects inputs {tuple(net.input_shape)}, data set '{dataset}' has "
+                        f"{(info.in_channels, info.input_size, info.input_size)}")
+    split = D.load_split(dataset, data_dir, train=False)
+    if not isinstance(split, D.ArraySplit):
+        raise UserError(f"the report's reference simulation reads in-memory data sets (digits, CIFAR), not '{dataset}'")
+    n_used = min(len(split), n) if n else len(split)
+    split = D.ArraySplit(split.x[:n_used], split.y[:n_used], split.max_value, split.class_names)
+    batches = list(D.batches(split, batch_size, info))
+
+    log(f"[1/4] ANN and float SNN on {n_used} {dataset} test samples, T = 1..{T}")
+    bar = Progress(n_used, "float SNN", "img")
+    ev = evaluate(ck.model, batches, T, progress=lambda k, acc: bar.update(k, acc_T=acc))
+    bar.close()
+
+    log(f"[2/4] fixed-point SNN ({os.path.basename(net_path)}, reference simulator, aligned timing)")
+    syn = net.synaptic
+    per_neuron = [np.zeros(int(np.prod(lay.shape))) for lay in syn]
+    correct = np.zeros(T)
+    chunk = max(1, min(batch_size, SPIKE_BUFFER // (T * sum(int(np.prod(lay.shape)) for lay in syn))))
+    lava_n = lava[1] if lava is not None else 0
+    lava_correct = np.zeros(T)          # the fixed point on Lava's samples: a bit-exact run must agree
+    done = 0
+    first: tuple[np.ndarray, ...] | None = None
+    saturated = clipped = 0
+    bar = Progress(n_used, "fixed point", "img")
+    for x, y in batches:
+        x_np, y_np = x.numpy().astype(np.float64), y.numpy()
+        for i in range(0, len(y_np), chunk):
+            d = input_drive(net, x_np[i:i + chunk])
+            r = simulate_drive(net, d.drive, T, "aligned", record_spikes=True, drive_clipped=d.clipped)
+            assert r.spikes is not None
+            hit = r.predictions == y_np[i:i + chunk].reshape(1, -1)
+            correct += hit.sum(1)
+            lava_correct += hit[:, :max(0, lava_n - done)].sum(1)
+            done += hit.shape[1]
+            for j, s in enumerate(r.spikes):
+                per_neuron[j] += s.reshape(s.shape[0], s.shape[1], -1).sum((0, 1))
+            if first is None:
+                first = tuple(s[:, 0] for s in r.spikes)
+            saturated += r.saturated
+            clipped += r.drive_clipped
+            bar.update(len(y_np[i:i + chunk]))
+    bar.close()
+    fixed_acc = (correct / n_used).tolist()
+    mean_spikes = [c / n_used for c in per_neuron]
+    fixed_rates = [float(c.sum()) / (c.size * T) for c in mean_spikes]
+
+    if lava is not None:
+        log(f"[3/4] Lava points from {lava_json} ({lava[1]} samples)")
+    else:
+        log("[3/4] no Lava results given (--lava), skipped")
+    lava_acc: dict[int, float] = {}
+    lava_ref: list[float] = []
+    if lava is not None:
+        pts, _, obj = lava
+        delay = len(syn) - 1 if obj.get("timing") == "lava" else 0    # lava timing: readout lags depth − 1 steps
+        lava_acc = {t - delay: a for t, a in pts.items() if 1 <= t - delay <= T}
+        if 0 < lava_n <= n_used:
+            lava_ref = (lava_correct / lava_n).tolist()
+            differ = [t for t, a in lava_acc.items() if abs(a - lava_ref[t - 1]) > 1e-9]
+            log(f"      Lava vs fixed point on the same {lava_n} samples: "
+                + (f"differ at t = {differ[:8]}" if differ else "equal at every t"))
+
+    log("[4/4] operations and energy per sample")
+    macs = ann_layer_macs(ck.model, net.input_shape, net)
+    energy = energy_table(net, mean_spikes, T, ann_macs=macs)
+
+    # Firing-rate chart: the spiking layers (the readout's neurons only integrate).
+    hidden = list(range(len(syn) - 1))
+    names = [syn[j].name for j in hidden]
+    float_rates = []
+    for j in hidden:
+        match = [ev.firing_rates[k] for k in syn[j].name.split("+") if k in ev.firing_rates]
+        float_rates.append(match[0] if len(match) == 1 else math.nan)
+    assert first is not None
+    label = int(split.y[0])
+    raster = raster_sample([first[j] for j in hidden], names)
+    prov: dict[str, Any] = {
+        "checkpoint": os.path.abspath(checkpoint_path), "checkpoint sha256": ck.sha256,
+        "NetX file": os.path.abspath(net_path), "NetX file sha256": _sha256(net_path),
+        "architecture": ck.meta.get("arch"), "dataset": dataset, "data dir": data_dir or "(bundled)",
+        "test samples": n_used, "time steps T": T, "L": ck.meta.get("L"),
+        "fixed point": f"{saturated} v saturations, {clipped} input-drive entries clipped",
+    }
+    if lava_json:
+        prov["Lava results"] = os.path.abspath(lava_json)
+    from qcfs2lava import __version__
+    prov["qcfs2lava"] = __version__
+    prov["generated"] = time.strftime("%Y-%m-%d %H:%M:%S") + f" ({time.perf_counter() - t_start:.1f} s)"
+    return ReportData(
+        title=f"{ck.meta.get('arch')} on {dataset}: QCFS ANN → SNN → Loihi fixed point",
+        T=T, L=int(ck.meta.get("L", net.metadata.get("L", 4))), n=n_used,
+        phi=float(ck.meta.get("phi", net.metadata.get("phi", 0.5))),
+        ann_accuracy=ev.ann_accuracy, float_accuracy=tuple(ev.snn_accuracy), fixed_accuracy=tuple(fixed_acc),
+        lava_accuracy=lava_acc, lava_n=lava_n or None, lava_reference=tuple(lava_ref), layer_names=tuple(names),
+        firing_rates={"float SNN": tuple(float_rates), "fixed-point SNN": tuple(fixed_rates[j] for j in hidden)},
+        raster=tuple(raster), raster_label=f"test sample 0 (label {label}), fixed-point SNN, T={T}",
+        quantization=tuple(net.report), energy=energy, provenance=prov)

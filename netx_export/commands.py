@@ -206,7 +206,8 @@ def _simulate_lava(a: argparse.Namespace, net, xs, ys, dataset: str) -> int:
     d = input_drive(net, xs)
     bar = Progress(n, "lava", "img")
     res = run_lava(a.file, T=a.T, drive=d.drive, timing=a.timing, tag=a.tag, record_spikes=a.compare,
-                   budget_s=a.time_budget, qnet=net, progress=lambda done: bar.update(done - bar.n))
+                   budget_s=a.time_budget, qnet=net, progress=lambda done: bar.update(done - bar.n),
+                   conv=a.conv)
     bar.close()
     acc = res.accuracy(ys)
     print(f"{a.file}: Lava CPU simulator (Loihi2SimCfg, {a.tag}, {a.timing} timing) on {dataset}, "
@@ -221,7 +222,7 @@ def _simulate_lava(a: argparse.Namespace, net, xs, ys, dataset: str) -> int:
     out: dict[str, Any] = dict(file=a.file, dataset=dataset, source_sha256=net.metadata.get("source_sha256"),
                                accuracy=acc.tolist() if res.n else [],
                                final_accuracy=float(acc[-1]) if res.n else None,
-                               drive_clipped=d.clipped, drive_total=d.total, **res.summary())
+                               drive_clipped=d.clipped, drive_total=d.total, conv=a.conv, **res.summary())
     rc = 0
     if a.compare:
         t0 = time.perf_counter()
@@ -301,6 +302,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(every layer, step, sample); exit 1 if any")
     s.add_argument("--tag", default="fixed_pt", choices=["fixed_pt", "floating_pt"],
                    help="lava: ProcessModel tag (default fixed_pt, bit-accurate)")
+    s.add_argument("--conv", default="fast", choices=["fast", "stock"],
+                   help="lava fixed_pt: conv synapse model, fast (im2col, bit-exact with stock) or Lava's stock "
+                        "(one scipy convolve2d per channel pair; much slower)")
     s.add_argument("--time-budget", type=float, metavar="S",
                    help="lava: stop cleanly after about S seconds and report the samples finished")
     s.add_argument("--json")

@@ -51,6 +51,7 @@ __all__ = ["TAGS", "TIMINGS", "LavaResult", "LavaNetwork", "build_network", "run
 
 TAGS = ("fixed_pt", "floating_pt")
 TIMINGS = ("lava", "aligned")
+CONVS = ("fast", "stock")     # fixed_pt Conv model: netx_export.lava.conv_models (bit-exact, im2col) or Lava's
 
 
 @dataclass(eq=False)
@@ -124,11 +125,17 @@ class LavaNetwork:
     v_file: str
     offsets: list[int]                      # per synaptic layer: its sample k starts at global step k·T + offset + 1
     recorders: list[Any]
+    conv: str = "fast"                      # fixed_pt conv synapses: "fast" (PyConvModelFast) or "stock"
 
     def run_config(self):
         from lava.magma.core.run_configs import Loihi2SimCfg
         if self.tag == "fixed_pt":
-            return Loihi2SimCfg(select_tag="fixed_pt")
+            if self.conv == "stock":
+                return Loihi2SimCfg(select_tag="fixed_pt")
+            from lava.proc.conv.process import Conv
+
+            from netx_export.lava.conv_models import PyConvModelFast
+            return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Conv: PyConvModelFast})
         return Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=float_model_map())
 
 
@@ -139,14 +146,17 @@ def _whc(a: np.ndarray) -> np.ndarray:
 
 def build_network(path: str, drive: np.ndarray, T: int, timing: str = "lava", tag: str = "fixed_pt",
                   record_spikes: bool = True, workdir: str | None = None, qnet: QNetwork | None = None,
-                  float_params: dict | None = None) -> LavaNetwork:
+                  float_params: dict | None = None, conv: str = "fast") -> LavaNetwork:
     """Load ``path`` through NetX and wire the per-sample input schedule and the recorders.
 
     ``drive``: (n, C0, H0, W0) layer-0 per-step bias per sample (integers for ``fixed_pt``; real values
     are allowed for ``floating_pt``). ``float_params`` (floating_pt only): real-valued replacements
     per synaptic layer, ``{'weights', 'bias', 'vth', 'v_init'}`` in weight units and refsim layouts
     (see :func:`float_snn_params`), to run the float SNN itself in Lava. ``workdir`` receives the
-    recorder files (a new temporary folder if None; the caller removes it)."""
+    recorder files (a new temporary folder if None; the caller removes it). ``conv``: the fixed_pt Conv
+    ProcessModel, ``"fast"`` (:mod:`netx_export.lava.conv_models`, bit-exact) or Lava's ``"stock"`` one."""
+    if conv not in CONVS:
+        raise ValueError(f"conv must be one of {CONVS}, got {conv!r}")
     if timing not in TIMINGS:
         raise ValueError(f"timing must be one of {TIMINGS}, got {timing!r}")
     if tag not in TAGS:
@@ -234,7 +244,7 @@ def build_network(path: str, drive: np.ndarray, T: int, timing: str = "lava", ta
                  dtype="int32" if tag == "fixed_pt" else "float64")
     net.layers[-1].neuron.v_out.connect(r.a_in)
     recorders.append(r)
-    return LavaNetwork(net, qnet, T, n, timing, tag, total, wd, files, v_file, offsets, recorders)
+    return LavaNetwork(net, qnet, T, n, timing, tag, total, wd, files, v_file, offsets, recorders, conv)
 
 
 # --------------------------------------------------------------------------- running
@@ -336,13 +346,14 @@ def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.nd
              timing: str = "lava", tag: str = "fixed_pt", record_spikes: bool = True,
              budget_s: float | None = None, chunk_samples: int | None = None, chunk_seconds: float = 2.0,
              workdir: str | None = None,
-             qnet: QNetwork | None = None, float_params: dict | None = None, progress=None) -> LavaResult:
+             qnet: QNetwork | None = None, float_params: dict | None = None, progress=None,
+             conv: str = "fast") -> LavaResult:
     """Run normalised images ``x`` (n, C, H, W) — or a ready layer-0 ``drive`` — through the NetX file
     ``path`` on Lava's CPU simulator (``Loihi2SimCfg(select_tag=tag)``), all samples in one network.
 
     ``budget_s``: wall-clock budget for build + run; when exceeded the run stops after the current
     chunk and the result holds the completed samples (``stopped`` says why). ``progress(done)`` is
-    called after every chunk with the number of samples finished."""
+    called after every chunk with the number of samples finished. ``conv``: see :func:`build_network`."""
     t_start = time.perf_counter()
     if qnet is None:
         from .hdf5_read import read_netx
@@ -362,7 +373,7 @@ def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.nd
     stopped = None
     try:
         with _Interrupts() as intr:
-            ln = build_network(path, drive, T, timing, tag, record_spikes, wd, qnet, float_params)
+            ln = build_network(path, drive, T, timing, tag, record_spikes, wd, qnet, float_params, conv)
             t_built = time.perf_counter()
             intr.check()
             ln.net.create_runtime(run_cfg=ln.run_config())      # compile, fork the model processes

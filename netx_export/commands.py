@@ -137,9 +137,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 def cmd_simulate(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from qcfs2lava import data as D
-
     from .hdf5_read import read_netx
+    from .inputs import load_test_inputs
     from .refsim import evaluate
 
     if a.T < 1:
@@ -153,21 +152,8 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     if a.compare and a.backend != "lava":
         raise UserError("--compare checks the Lava backend against the reference; use it with --backend lava")
     net = read_netx(a.file)
-    dataset = a.dataset or net.metadata.get("dataset")
-    if not dataset:
-        raise UserError(f"{a.file} does not name its data set; pass --dataset")
-    info = D.dataset_info(dataset)
-    if (info.in_channels, info.input_size, info.input_size) != tuple(net.input_shape):
-        raise UserError(f"{a.file} expects inputs {tuple(net.input_shape)}, data set '{dataset}' has "
-                        f"{(info.in_channels, info.input_size, info.input_size)}")
-    split = D.load_split(dataset, a.data_dir, train=False)
-    if not isinstance(split, D.ArraySplit):
-        raise UserError(f"the reference simulator reads in-memory data sets (digits, CIFAR), not '{dataset}' folders")
-    norm = net.metadata.get("normalization") or {"mean": list(info.mean), "std": list(info.std),
-                                                  "max_value": split.max_value}
-    n = min(len(split), a.n) if a.n else len(split)
-    xs = D.normalize(split.x[:n], float(norm.get("max_value", split.max_value)), norm["mean"], norm["std"]).numpy()
-    ys = split.y[:n].numpy()
+    xs, ys, dataset = load_test_inputs(net, a.file, a.dataset, a.data_dir, a.n)
+    n = len(ys)
     if a.backend == "lava":
         return _simulate_lava(a, net, xs, ys, dataset)
     batches = [(xs[i:i + a.batch_size], ys[i:i + a.batch_size]) for i in range(0, n, a.batch_size)]

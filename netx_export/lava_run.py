@@ -144,9 +144,15 @@ def _whc(a: np.ndarray) -> np.ndarray:
     return a.transpose(0, 3, 2, 1)
 
 
+def _cross(boundary: Any, port: Any, bits: int) -> Any:
+    """``port`` itself on the CPU simulator; on Loihi 2, the output of the adapter that carries it from
+    the chip to a host process (``boundary.from_chip(port, shape, bits)``, hardware_runs/run_on_loihi.py)."""
+    return port if boundary is None else boundary.from_chip(port, tuple(port.shape), bits)
+
+
 def build_network(path: str, drive: np.ndarray, T: int, timing: str = "lava", tag: str = "fixed_pt",
                   record_spikes: bool = True, workdir: str | None = None, qnet: QNetwork | None = None,
-                  float_params: dict | None = None, conv: str = "fast") -> LavaNetwork:
+                  float_params: dict | None = None, conv: str = "fast", boundary: Any = None) -> LavaNetwork:
     """Load ``path`` through NetX and wire the per-sample input schedule and the recorders.
 
     ``drive``: (n, C0, H0, W0) layer-0 per-step bias per sample (integers for ``fixed_pt``; real values
@@ -234,7 +240,7 @@ def build_network(path: str, drive: np.ndarray, T: int, timing: str = "lava", ta
         if record_spikes or i == L - 1:
             f = os.path.join(wd, f"spikes{i}.npy")
             r = Recorder(shape=blk.neuron.s_out.shape, path=f, steps=total, dtype="int8")
-            blk.neuron.s_out.connect(r.a_in)
+            _cross(boundary, blk.neuron.s_out, 0).connect(r.a_in)
             recorders.append(r)
             files.append(f)
         else:
@@ -242,7 +248,7 @@ def build_network(path: str, drive: np.ndarray, T: int, timing: str = "lava", ta
     v_file = os.path.join(wd, "v_readout.npy")
     r = Recorder(shape=net.layers[-1].neuron.v_out.shape, path=v_file, steps=total,
                  dtype="int32" if tag == "fixed_pt" else "float64")
-    net.layers[-1].neuron.v_out.connect(r.a_in)
+    _cross(boundary, net.layers[-1].neuron.v_out, 24).connect(r.a_in)
     recorders.append(r)
     return LavaNetwork(net, qnet, T, n, timing, tag, total, wd, files, v_file, offsets, recorders, conv)
 
@@ -347,13 +353,15 @@ def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.nd
              budget_s: float | None = None, chunk_samples: int | None = None, chunk_seconds: float = 2.0,
              workdir: str | None = None,
              qnet: QNetwork | None = None, float_params: dict | None = None, progress=None,
-             conv: str = "fast") -> LavaResult:
+             conv: str = "fast", run_cfg: Any = None, boundary: Any = None) -> LavaResult:
     """Run normalised images ``x`` (n, C, H, W) — or a ready layer-0 ``drive`` — through the NetX file
     ``path`` on Lava's CPU simulator (``Loihi2SimCfg(select_tag=tag)``), all samples in one network.
 
     ``budget_s``: wall-clock budget for build + run; when exceeded the run stops after the current
     chunk and the result holds the completed samples (``stopped`` says why). ``progress(done)`` is
-    called after every chunk with the number of samples finished. ``conv``: see :func:`build_network`."""
+    called after every chunk with the number of samples finished. ``conv``: see :func:`build_network`.
+    ``run_cfg`` replaces the CPU simulator's run configuration and ``boundary`` adds the chip-to-host
+    adapters in front of the recorders (both for Loihi 2: hardware_runs/run_on_loihi.py)."""
     t_start = time.perf_counter()
     if qnet is None:
         from .hdf5_read import read_netx
@@ -373,10 +381,10 @@ def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.nd
     stopped = None
     try:
         with _Interrupts() as intr:
-            ln = build_network(path, drive, T, timing, tag, record_spikes, wd, qnet, float_params, conv)
+            ln = build_network(path, drive, T, timing, tag, record_spikes, wd, qnet, float_params, conv, boundary)
             t_built = time.perf_counter()
             intr.check()
-            ln.net.create_runtime(run_cfg=ln.run_config())      # compile, fork the model processes
+            ln.net.create_runtime(run_cfg=run_cfg or ln.run_config())   # compile, fork the model processes
             t_compiled = time.perf_counter()
             intr.check()
             L = len(qnet.synaptic)

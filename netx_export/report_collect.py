@@ -106,12 +106,14 @@ def collect_report_data(checkpoint_path: str, net_path: str, data_dir: str | Non
                         log: Callable[[str], None] = print) -> ReportData:
     """Everything :func:`~netx_export.report.write_report` shows, computed on the first ``n`` test samples
     (all if None) for ``T`` steps. ``log`` gets one line per stage. Bad input raises UserError."""
-    from qcfs2lava import data as D
+    import torch
+
     from qcfs2lava.checkpoint import load_checkpoint
     from qcfs2lava.progress import Progress
     from qcfs2lava.snn import evaluate
 
     from .hdf5_read import read_netx
+    from .inputs import load_test_inputs
 
     if T < 1:
         raise UserError("--T must be >= 1")
@@ -132,20 +134,10 @@ def collect_report_data(checkpoint_path: str, net_path: str, data_dir: str | Non
     if lava is not None and lava[2].get("source_sha256") not in (None, ck.sha256):
         raise UserError(f"{lava_json} holds results of another network (source sha256 "
                         f"{str(lava[2]['source_sha256'])[:12]}…, {checkpoint_path} is {ck.sha256[:12]}…)")
-    dataset = ck.meta["dataset"]
-    base = D.dataset_info(dataset)
-    norm = ck.meta["normalization"]
-    info = D.DatasetInfo(base.name, base.num_classes, base.in_channels, base.input_size, tuple(norm["mean"]),
-                         tuple(norm["std"]))
-    if (info.in_channels, info.input_size, info.input_size) != tuple(net.input_shape):
-        raise UserError(f"{net_path} expects inputs {tuple(net.input_shape)}, data set '{dataset}' has "
-                        f"{(info.in_channels, info.input_size, info.input_size)}")
-    split = D.load_split(dataset, data_dir, train=False)
-    if not isinstance(split, D.ArraySplit):
-        raise UserError(f"the report's reference simulation reads in-memory data sets (digits, CIFAR), not '{dataset}'")
-    n_used = min(len(split), n) if n else len(split)
-    split = D.ArraySplit(split.x[:n_used], split.y[:n_used], split.max_value, split.class_names)
-    batches = list(D.batches(split, batch_size, info))
+    xs, ys, dataset = load_test_inputs(net, net_path, ck.meta["dataset"], data_dir, n)
+    n_used = len(ys)
+    batches = [(torch.from_numpy(xs[i:i + batch_size]).float(), torch.from_numpy(ys[i:i + batch_size]))
+               for i in range(0, n_used, batch_size)]
 
     log(f"[1/4] ANN and float SNN on {n_used} {dataset} test samples, T = 1..{T}")
     bar = Progress(n_used, "float SNN", "img")
@@ -213,7 +205,7 @@ def collect_report_data(checkpoint_path: str, net_path: str, data_dir: str | Non
         match = [ev.firing_rates[k] for k in syn[j].name.split("+") if k in ev.firing_rates]
         float_rates.append(match[0] if len(match) == 1 else math.nan)
     assert first is not None
-    label = int(split.y[0])
+    label = int(ys[0])
     raster = raster_sample([first[j] for j in hidden], names)
     prov: dict[str, Any] = {
         "checkpoint": os.path.abspath(checkpoint_path), "checkpoint sha256": ck.sha256,

@@ -18,6 +18,24 @@ def digits_model(tmp_path_factory):
     return path, metrics
 
 
+@pytest.fixture(scope="session")
+def digits_netx(digits_model, tmp_path_factory):
+    """The digits model exported to NetX (no calibration), with the first 3 test images' layer-0 drive
+    and labels: (path, QNetwork, drive, labels)."""
+    from netx_export.export import quantize_checkpoint
+    from netx_export.fixedpoint import input_drive
+    from netx_export.hdf5_write import write_netx
+    from qcfs2lava import data as D
+    from qcfs2lava.checkpoint import load_checkpoint
+    out = str(tmp_path_factory.mktemp("netx") / "digits.net")
+    net = quantize_checkpoint(load_checkpoint(digits_model[0])).net
+    write_netx(net, out)
+    split = D.load_split("digits", None, train=False)
+    norm = net.metadata["normalization"]
+    x = D.normalize(split.x[:3], norm["max_value"], norm["mean"], norm["std"]).numpy()
+    return out, net, input_drive(net, x).drive, split.y[:3].numpy()
+
+
 def run_cli(*args, cwd=None, env=None):
     """Run ``python -m qcfs2lava`` in a subprocess, as a user would."""
     import subprocess

@@ -181,22 +181,9 @@ def test_fast_equals_stock_in_lava_runtime_with_weight_set():
 
 # --------------------------------------------------------------------------- exported network, CLI
 @pytest.fixture(scope="module")
-def digits_file(digits_model, tmp_path_factory):
+def digits_file(digits_netx):
     """The conftest digits model exported to NetX, with the layer-0 drive of 3 test images."""
-    from qcfs2lava import data as D
-    from qcfs2lava.checkpoint import load_checkpoint
-
-    from netx_export.export import quantize_checkpoint
-    from netx_export.fixedpoint import input_drive
-    from netx_export.hdf5_write import write_netx
-    path, _ = digits_model
-    out = str(tmp_path_factory.mktemp("fastconv") / "digits.net")
-    net = quantize_checkpoint(load_checkpoint(path)).net
-    write_netx(net, out)
-    split = D.load_split("digits", None, train=False)
-    norm = net.metadata["normalization"]
-    x = D.normalize(split.x[:3], norm["max_value"], norm["mean"], norm["std"]).numpy()
-    return out, net, input_drive(net, x).drive
+    return digits_netx[:3]
 
 
 def test_run_config_selects_the_model():

@@ -18,25 +18,12 @@ pytest.importorskip("netx_export.lava")
 
 
 @pytest.fixture(scope="module")
-def digits_net(digits_model, tmp_path_factory):
-    from qcfs2lava import data as D
-    from qcfs2lava.checkpoint import load_checkpoint
-
-    from netx_export.export import quantize_checkpoint
-    from netx_export.fixedpoint import input_drive
-    from netx_export.hdf5_write import write_netx
-    path, _ = digits_model
-    out = str(tmp_path_factory.mktemp("lava") / "digits.net")
-    net = quantize_checkpoint(load_checkpoint(path)).net
-    write_netx(net, out)
-    split = D.load_split("digits", None, train=False)
-    norm = net.metadata["normalization"]
-    x = D.normalize(split.x[:3], norm["max_value"], norm["mean"], norm["std"]).numpy()
-    drive = input_drive(net, x).drive
+def digits_net(digits_netx):
+    out, net, drive, y = digits_netx
     # A 4th sample that drives every first-layer neuron hard: any state leaking into the next
     # sample would show up in every layer.
     big = np.full_like(drive[:1], int(net.drive.limit))
-    return out, net, np.concatenate([drive, big]), split.y[:3].numpy()
+    return out, net, np.concatenate([drive, big]), y
 
 
 def _children():

@@ -47,7 +47,7 @@ from .errors import QuantizationError
 
 __all__ = ["MANT_MIN", "MANT_MAX", "VTH_MAX", "BIAS_MAX", "INPUT_LIMIT", "STATE_SHIFT", "DENSE_MAX_EXPONENT",
            "OUTPUT_VTH", "QuantConfig", "QNeuron", "QLayer", "InputDrive", "LayerReport", "QNetwork",
-           "quantize", "quantize_weights", "exact_theta_scale", "input_bound", "drive_bound", "input_drive",
+           "quantize", "quantize_weights", "v_init_array", "quantize_v_init", "exact_theta_scale", "input_bound", "drive_bound", "input_drive",
            "DriveResult", "format_report"]
 
 MANT_MIN, MANT_MAX = -128, 127      # 8-bit signed weight mantissa
@@ -72,12 +72,50 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class QNeuron:
-    """NetX neuron group. ``IF_SUB``: fires when v ≥ vThMant, subtracts vThMant, starts at vInit."""
+    """NetX neuron group. ``IF_SUB``: fires when v ≥ vThMant, subtracts vThMant, starts at vInit.
+
+    ``v_init`` is one int for the whole layer, or an int64 array with one value per output channel
+    (per neuron for dense layers) for a low-T calibrated layer (:func:`v_init_array` broadcasts it)."""
     vth: int
-    v_init: int = 0
+    v_init: int | np.ndarray = 0
     i_decay: int = 4096             # 4096: the current does not persist between steps (u = input)
     v_decay: int = 0                # no leak
     type: str = "IF_SUB"
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.v_init, np.ndarray)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QNeuron):
+            return NotImplemented
+        return (self.vth, self.i_decay, self.v_decay, self.type, self.per_channel) == \
+            (other.vth, other.i_decay, other.v_decay, other.type, other.per_channel) and \
+            np.array_equal(np.asarray(self.v_init), np.asarray(other.v_init))
+
+    def __hash__(self) -> int:
+        v0 = tuple(np.asarray(self.v_init).reshape(-1).tolist()) if self.per_channel else self.v_init
+        return hash((self.vth, v0, self.i_decay, self.v_decay, self.type))
+
+
+def v_init_array(neuron: QNeuron, shape: Sequence[int]) -> np.ndarray:
+    """The neuron group's vInit (weight units) for every neuron of a layer of ``shape`` (C, H, W),
+    int64: a scalar everywhere, or per channel (C,) broadcast over H and W."""
+    shape = tuple(int(s) for s in shape)
+    v = np.asarray(neuron.v_init, dtype=np.int64)
+    if v.ndim == 0:
+        return np.full(shape, int(v), np.int64)
+    if v.shape != (shape[0],):
+        raise ValueError(f"vInit has {v.size} values for {shape[0]} channels")
+    return np.broadcast_to(v.reshape((-1,) + (1,) * (len(shape) - 1)), shape).copy()
+
+
+def quantize_v_init(v0_frac: float | np.ndarray, vth: int) -> int | np.ndarray:
+    """vInit = round(v0_frac·vThMant) in weight units: an int for a scalar v(0)/θ (φ = ½ gives
+    vThMant/2 exactly, vThMant being even), an int64 array clipped to [0, vThMant − 1] per channel."""
+    if isinstance(v0_frac, np.ndarray):
+        return np.clip(np.rint(v0_frac * vth), 0, max(vth - 1, 0)).astype(np.int64)
+    return int(round(v0_frac * vth))
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +156,7 @@ class LayerReport:
     rms_rel_error: float            # rms(Wq − σWθ) / rms(σWθ)
     theta: float                    # float θ (NaN for the readout)
     vth: int
-    v_init: int
+    v_init: int                     # per-channel vInit: its rounded mean over channels
     theta_rel_error: float
     bias_max: int                   # max |bias| (for the input layer: |drive| bound)
     input_max: int                  # worst-case |per-step input| in weight units
@@ -309,7 +347,7 @@ def quantize(graph, input_range: tuple[Sequence[float], Sequence[float]] | None 
             drive = InputDrive(w * scale, b * scale, config.drive_limit)
             ref, role, theta = w * scale, "input drive", lay.neuron.theta
             bias_max, in_max = int(math.ceil(bound * scale)), int(math.ceil(bound * scale))
-            v_init = int(round(lay.neuron.v0_frac * vth))
+            v_init = quantize_v_init(lay.neuron.v0_frac, vth)
         else:
             w_eff = w * theta_prev
             readout = lay.neuron is None
@@ -321,7 +359,7 @@ def quantize(graph, input_range: tuple[Sequence[float], Sequence[float]] | None 
             theta = float("nan") if readout else lay.neuron.theta
             hi, lo = input_bound(wq, bq)
             bias_max, in_max = int(np.abs(bq).max(initial=0)), int(max(hi.max(), -lo.min()))
-            v_init = 0 if readout else int(round(lay.neuron.v0_frac * vth))
+            v_init = 0 if readout else quantize_v_init(lay.neuron.v0_frac, vth)
         max_err, rms_err = _errors(wq, ref)
         mant = int(np.abs(wq >> k).max())
         th_err = abs(vth - theta * scale) / (theta * scale) if not math.isnan(theta) else 0.0
@@ -338,7 +376,9 @@ def quantize(graph, input_range: tuple[Sequence[float], Sequence[float]] | None 
         layers.append(QLayer(lay.kind, lay.name, lay.in_shape, lay.out_shape, wq, bq, neuron=QNeuron(vth, v_init),
                              **geo))
         reports.append(LayerReport(idx, lay.name, lay.kind, role, float(scale), int(k), mant, float(clipped),
-                                   max_err, rms_err, float(theta), int(vth), int(v_init), float(th_err),
+                                   max_err, rms_err, float(theta), int(vth),
+                                   int(np.rint(np.mean(v_init))) if isinstance(v_init, np.ndarray) else int(v_init),
+                                   float(th_err),
                                    bias_max, in_max, tuple(warn)))
         scales.append(float(scale))
         theta_prev = None if lay.neuron is None else lay.neuron.theta

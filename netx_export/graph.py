@@ -23,6 +23,7 @@ dense ``[N_out, N_in]`` with N_in in PyTorch's (C, H, W) flatten order. Shapes a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import operator
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
@@ -37,7 +38,7 @@ from qcfs2lava.qcfs import QCFS
 from .conv import conv_output_shape
 from .errors import ExportError
 
-__all__ = ["Neuron", "Conv", "Dense", "Flatten", "Layer", "Graph", "trace", "fold_batchnorm",
+__all__ = ["Neuron", "Conv", "Dense", "Flatten", "Layer", "Graph", "trace", "calibrate_graph", "fold_batchnorm",
            "box_kernel", "compose_prefilter_conv", "compose_prefilter_dense", "fold_error",
            "graph_forward", "layer_forward", "check_graph", "conv_output_shape"]
 
@@ -48,9 +49,26 @@ Pair = tuple[int, int]
 # --------------------------------------------------------------------------- the IR
 @dataclass(frozen=True)
 class Neuron:
-    """Integrate-and-fire neuron with reset by subtraction: fires when v ≥ θ, v(0) = v0_frac·θ."""
+    """Integrate-and-fire neuron with reset by subtraction: fires when v ≥ θ, v(0) = v0_frac·θ.
+
+    ``v0_frac`` is one float for the layer (φ), or a float64 array with one value per output
+    channel (per neuron for dense layers) after low-T calibration (:func:`calibrate_graph`)."""
     theta: float
-    v0_frac: float
+    v0_frac: float | np.ndarray
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.v0_frac, np.ndarray)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Neuron):
+            return NotImplemented
+        return self.theta == other.theta and np.array_equal(np.asarray(self.v0_frac), np.asarray(other.v0_frac)) \
+            and self.per_channel == other.per_channel
+
+    def __hash__(self) -> int:
+        v0 = tuple(np.asarray(self.v0_frac).reshape(-1).tolist()) if self.per_channel else self.v0_frac
+        return hash((self.theta, v0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -444,6 +462,43 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, check: bool = True, t
         raise ExportError(f"all QCFS layers must share one L and φ, found {sorted(L_phi) or 'none'}")
     L, phi = L_phi.pop()
     return Graph(shape_in(input_shape), tuple(layers), L, phi, tuple(checks))
+
+
+def calibrate_graph(graph: Graph, calibration: dict[str, dict[str, Sequence[float]]]) -> Graph:
+    """``graph`` with a low-T SNN calibration applied (:mod:`qcfs2lava.lowt`): for each QCFS module
+    name in ``calibration``, the synaptic layer that owns that neuron gets its per-channel bias
+    shift δ added to the folded bias (the same float units: the QCFS input) and its per-channel
+    v(0)/θ. Layers not named keep their bias and scalar φ; the fold checks are not repeated (the
+    calibrated layer deliberately differs from the PyTorch ANN)."""
+    owner: dict[str, int] = {}
+    for i, lay in enumerate(graph.layers):
+        if not isinstance(lay, Flatten) and lay.neuron is not None:
+            for part in lay.name.split("+"):
+                owner[part] = i
+    missing = sorted(set(calibration) - set(owner))
+    if missing:
+        raise ExportError(f"calibration names {', '.join(missing)}, which are not neurons of the traced graph")
+    layers = list(graph.layers)
+    for name, d in calibration.items():
+        i = owner[name]
+        lay = layers[i]
+        assert not isinstance(lay, Flatten) and lay.neuron is not None
+        c = lay.bias.shape[0]
+        bias = lay.bias
+        v0: float | np.ndarray = lay.neuron.v0_frac
+        if d.get("bias") is not None:
+            shift = np.asarray(d["bias"], dtype=np.float64).reshape(-1)
+            if shift.shape != (c,):
+                raise ExportError(f"calibration of {name}: {shift.size} bias shifts for {c} channels")
+            bias = bias + shift
+        if d.get("v0_frac") is not None:
+            v0 = np.asarray(d["v0_frac"], dtype=np.float64).reshape(-1)
+            if v0.shape != (c,):
+                raise ExportError(f"calibration of {name}: {v0.size} initial potentials for {c} channels")
+            if np.any(v0 < 0) or np.any(v0 >= 1):
+                raise ExportError(f"calibration of {name}: v(0)/θ outside [0, 1)")
+        layers[i] = dataclasses.replace(lay, bias=bias, neuron=Neuron(lay.neuron.theta, v0))
+    return dataclasses.replace(graph, layers=tuple(layers))
 
 
 def shape_in(s: Sequence[int]) -> Shape:

@@ -60,6 +60,12 @@ def _layer_keys(f: h5py.File, path: str) -> list[str]:
     return [str(i) for i in range(len(keys))]
 
 
+def _v_init(v) -> int | np.ndarray:
+    """vInit: a scalar dataset → int; an array (per channel, low-T calibrated) → int64 (C,)."""
+    a = np.asarray(v)
+    return int(a) if a.ndim == 0 else a.astype(np.int64).reshape(-1)
+
+
 def read_layers(path: str) -> tuple[tuple[int, int, int] | None, list[QLayer]]:
     """The conv/dense/flatten layers of any NetX file, in integer units, plus the `input` layer's
     shape if there is one. Our neuron keys (vInit) are read when present; other neuron types keep
@@ -95,7 +101,7 @@ def read_layers(path: str) -> tuple[tuple[int, int, int] | None, list[QLayer]]:
                     bias = np.full(w.shape[0], int(bias[0]))
                 n = g["neuron"] if "neuron" in g else None
                 if n is not None:
-                    neuron = QNeuron(int(_val(n, "vThMant")), int(_val(n, "vInit", 0)), int(_val(n, "iDecay", 0)),
+                    neuron = QNeuron(int(_val(n, "vThMant")), _v_init(_val(n, "vInit", 0)), int(_val(n, "iDecay", 0)),
                                      int(_val(n, "vDecay", 0)), _str(n["type"]))
                 else:   # NetX's default for a dense layer without neuron: a non-spiking integrator
                     neuron = QNeuron(1 << 18 - 1, 0, 0, 4096, "CUBA")   # sic: 131072, NetX's precedence
@@ -214,8 +220,11 @@ def validate(net: QNetwork) -> list[str]:
             problems.append(f"{where}: neuron type '{n.type}', expected IF_SUB")
         if not 0 < n.vth <= VTH_MAX:
             problems.append(f"{where}: vThMant {n.vth} outside 1..{VTH_MAX}")
-        if not 0 <= n.v_init < max(n.vth, 1):
-            problems.append(f"{where}: vInit {n.v_init} outside [0, vThMant)")
+        v0 = np.asarray(n.v_init)
+        if v0.ndim and v0.shape != (lay.shape[0],):
+            problems.append(f"{where}: vInit has {v0.size} values for {lay.shape[0]} channels")
+        elif v0.size and not (v0.min() >= 0 and v0.max() < max(n.vth, 1)):
+            problems.append(f"{where}: vInit {v0.min() if v0.min() < 0 else v0.max()} outside [0, vThMant)")
         if (n.i_decay, n.v_decay) != (4096, 0):
             problems.append(f"{where}: iDecay/vDecay {n.i_decay}/{n.v_decay}, expected 4096/0 (IF, no leak)")
         if lay is not syn[0]:

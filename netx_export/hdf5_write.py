@@ -10,6 +10,8 @@ Layout (what ``lava.lib.dl.netx.hdf5.Network`` reads, see docs/lava-netx-notes.m
     layer/<i>/inChannels, outChannels, kernelSize / inFeatures, outFeatures   (informational)
     layer/<i>/neuron/type 'IF_SUB' (scalar str), iDecay 4096, vDecay 0, vThMant, vInit,
                      refDelay 1, gradedSpike False             (never messageBits: it breaks NetX)
+                     vInit: int64 scalar, or int64 (C,) per output channel (per neuron for dense)
+                     after low-T calibration (ours; NetX ignores it, our IF_SUB hook reads it)
     simulation/Ts 1, simulation/tSample = recommended T        (optional, ignored by NetX)
     metadata/…                                                 (ours; NetX reads only `layer`)
 
@@ -69,7 +71,10 @@ def _write_layer(g: h5py.Group, lay: QLayer) -> None:
     n["iDecay"] = np.int64(lay.neuron.i_decay)
     n["vDecay"] = np.int64(lay.neuron.v_decay)
     n["vThMant"] = np.int64(lay.neuron.vth)
-    n["vInit"] = np.int64(lay.neuron.v_init)               # ours: v(0) in weight units (NetX ignores it)
+    if lay.neuron.per_channel:                              # ours: v(0) in weight units (NetX ignores it)
+        n["vInit"] = np.asarray(lay.neuron.v_init, dtype=np.int64).reshape(-1)
+    else:
+        n["vInit"] = np.int64(lay.neuron.v_init)
     n["refDelay"] = np.int64(1)
     n["gradedSpike"] = False
 
@@ -98,7 +103,7 @@ def _write_metadata(f: h5py.File, net: QNetwork) -> None:
                 input_shape=list(net.input_shape))
     for key in ("format", "format_version", "tool_version", "source_sha256", "source", "arch", "dataset", "L",
                 "phi", "recommended_T", "v_headroom", "input_shape", "class_names", "normalization",
-                "readout", "calibration"):
+                "readout", "calibration", "snn_calibration"):
         _put(m, key, meta.get(key))
     lo, hi = meta.get("input_range", (None, None))
     if lo is not None:

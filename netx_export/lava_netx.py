@@ -11,7 +11,10 @@ what h5py/NetX hand out)::
 
     neuron_proc = netx_export.lava.IF_SUB, bias_key = 'bias_mant', bias_exp = 6
     vth = vThMant, du = iDecay − 1, dv = vDecay,
-    v = v_init = vInit << 6            (vInit: our key, read from the raw h5py group)
+    v = v_init = vInit << 6            (vInit: our key, read from the raw h5py group; a Python int,
+                                       or for a low-T calibrated layer an int64 (C,) array, one value
+                                       per output channel, which IF_SUB broadcasts over Lava's
+                                       (x, y, channel) neuron layout — channel is the last axis)
     reset_interval / reset_offset      from Network(reset_interval=..., reset_offset=...):
                                        NetX staggers the offset one step per layer
 
@@ -51,6 +54,20 @@ def _scalar(neuron_config, key: str, default: int | None = None) -> int:
     return int(a[0])
 
 
+def _v_init(neuron_config) -> int | Any:
+    """vInit << 6: a Python int for a scalar dataset, an int64 (C,) array for a per-channel one."""
+    import numpy as np
+    raw = getattr(neuron_config, "f", None)
+    if raw is not None:
+        v = raw["vInit"][()] if "vInit" in raw.keys() else 0
+    else:
+        v = neuron_config["vInit"] if "vInit" in neuron_config else 0
+    a = np.asarray(v)
+    if a.ndim == 0 or (a.ndim == 1 and a.size == 1 and raw is None):
+        return int(a.reshape(-1)[0]) << 6
+    return a.astype(np.int64).reshape(-1) << 6
+
+
 def get_neuron_params(neuron_config, input: bool = False, reset_interval: int | None = None,  # noqa: A002
                       reset_offset: int = 0, spike_exp: int = 6) -> dict[str, Any] | None:
     """NetX's ``get_neuron_params`` plus the ``IF_SUB`` type (see the module docstring)."""
@@ -61,7 +78,7 @@ def get_neuron_params(neuron_config, input: bool = False, reset_interval: int | 
         return _ORIGINAL(neuron_config, input=input, reset_interval=reset_interval, reset_offset=reset_offset,
                          spike_exp=spike_exp)
     from netx_export.lava import IF_SUB
-    v0 = _scalar(neuron_config, "vInit", 0) << 6
+    v0 = _v_init(neuron_config)
     params: dict[str, Any] = {
         "neuron_proc": IF_SUB,
         "bias_key": "bias_mant",
@@ -70,7 +87,7 @@ def get_neuron_params(neuron_config, input: bool = False, reset_interval: int | 
         "dv": _scalar(neuron_config, "vDecay"),
         "bias_exp": 6,
         "v": v0,
-        "v_init": v0,
+        "v_init": v0 if isinstance(v0, int) else v0.copy(),
         "num_message_bits": 0,
     }
     if reset_interval:

@@ -10,7 +10,8 @@ Lava's bit-accurate LIF (``lava/proc/lif/models.py``, ``PyLifModelBitAcc``), in 
     CUBA/LOIHI:  s = v > vth << 6;  v ← 0 where s             (stock Lava LIF)
 
 with du = iDecay − 1, dv = vDecay (NetX's mapping); IF_SUB files use iDecay 4096, vDecay 0, so
-u = a and v integrates without leak. Each sample starts from u = 0, v = vInit << 6.
+u = a and v integrates without leak. Each sample starts from u = 0, v = vInit << 6 (vInit one value
+per layer, or per output channel for low-T calibrated files, broadcast over positions).
 
 Timing. ``"aligned"``: layer l sees layer l−1's spikes of the same step (no synaptic delay), as the
 float SNN does — for accuracy studies. ``"lava"``: every Dense/Conv synapse delivers at step t what
@@ -29,7 +30,7 @@ from typing import Iterable
 import numpy as np
 
 from .conv import int_conv2d, int_dense
-from .fixedpoint import STATE_SHIFT, QLayer, QNetwork, input_drive
+from .fixedpoint import STATE_SHIFT, QLayer, QNetwork, input_drive, v_init_array
 
 __all__ = ["UV_MAX", "decay", "wrap_current", "lif_step", "SimResult", "simulate", "simulate_drive", "evaluate",
            "RefEvaluation", "TIMINGS"]
@@ -116,7 +117,11 @@ def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = "alig
         lay = net.layers[i]
         assert lay.neuron is not None
         shp = (n,) + tuple(lay.shape)
-        state[i] = [np.zeros(shp, np.int64), np.full(shp, int(lay.neuron.v_init) << STATE_SHIFT, np.int64)]
+        if lay.neuron.per_channel:
+            v0 = np.broadcast_to(v_init_array(lay.neuron, lay.shape) << STATE_SHIFT, shp).copy()
+        else:
+            v0 = np.full(shp, int(lay.neuron.v_init) << STATE_SHIFT, np.int64)
+        state[i] = [np.zeros(shp, np.int64), v0]
     counts = {i: np.zeros(n, np.int64) for i in syn}
     fired = {i: np.zeros((n,) + tuple(net.layers[i].shape), np.int64) for i in syn}   # readout needs per-neuron
     rec = {i: [] for i in syn} if record_spikes else None
@@ -155,7 +160,7 @@ def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = "alig
         last = cur
         v_out = state[out][1]
         logits[t] = (int(lay_out.neuron.vth) * fired[out] + (v_out >> STATE_SHIFT)
-                     - int(lay_out.neuron.v_init)).reshape(n, -1)
+                     - v_init_array(lay_out.neuron, lay_out.shape)[None]).reshape(n, -1)
     return SimResult(logits, tuple(counts[i] for i in syn),
                      tuple(int(np.prod(net.layers[i].shape)) for i in syn),
                      tuple(np.stack(rec[i]) for i in syn) if rec is not None else None,

@@ -16,6 +16,14 @@ EPILOG_TRAIN = """examples:
   qcfs2lava train --arch tiny --dataset digits --epochs 30 --out m.pt
   qcfs2lava train --arch vgg16 --dataset cifar10 --data-dir D --L 4 --epochs 300 --out vgg16.pt
   torchrun --nproc_per_node 2 -m qcfs2lava train --arch resnet20 --dataset cifar10 --data-dir D --out r20.pt
+  qcfs2lava train --arch vgg-small --dataset cifar10 --data-dir D --init m.pt --noise-p 0.1 --epochs 3 \
+      --lr 0.005 --out m_noise.pt                     # noise-injected fine-tuning (±1 spike)
+"""
+EPILOG_CALIBRATE = """examples:
+  qcfs2lava calibrate m.pt --method both --T 2 -o m_cal.pt
+  qcfs2lava calibrate vgg.pt --data-dir D --method bias --T 4 --n 512 -o vgg_cal.pt --json cal.json
+  qcfs2lava evaluate m_cal.pt --T 16          # the calibrated SNN (the ANN is unchanged)
+  qcfs2lava export m_cal.pt -o m_cal.net      # per-step biases and per-neuron vInit in the NetX file
 """
 EPILOG_EVAL = """examples:
   qcfs2lava evaluate m.pt --T 16
@@ -42,7 +50,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                       lr=a.lr, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, crop=a.crop,
                       flip=a.flip, autoaugment=a.autoaugment, cutout=a.cutout, augment=a.augment, seed=a.seed,
                       resume=a.resume, log=a.log, max_steps=a.max_steps, stop_after=a.stop_after,
-                      device=a.device, threads=a.threads, workers=a.workers)
+                      device=a.device, threads=a.threads, workers=a.workers, init=a.init, noise_p=a.noise_p)
     metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {a.out}: test accuracy {100 * metrics.get('test_accuracy', float('nan')):.2f}%")
@@ -96,9 +104,17 @@ def _snn_for(ck, a):
     """The checkpoint's SNN twin; ReLU nets get data-based thresholds (``--balance``)."""
     from . import data as D
     from .balance import activation_thresholds
+    from .lowt import calibration_of
     from .snn import convert
     if ck.meta["activation"] == "qcfs":
-        return convert(ck.model, v0_frac=a.v0)
+        cal = calibration_of(ck)
+        if cal and a.v0 is not None:
+            raise UserError(f"{a.checkpoint} is calibrated for T={ck.meta['snn_calibration']['T']}; "
+                            "--v0 would override its calibrated initial potentials")
+        if cal:
+            c = ck.meta["snn_calibration"]
+            print(f"calibrated SNN: method {c['method']}, target T={c['T']}, {c['n']} training images")
+        return convert(ck.model, v0_frac=a.v0, calibration=cal)
     info = D.dataset_info(ck.meta["dataset"])
     calib = D.load_split(info.name, a.data_dir, train=True)
     calib = D.ArraySplit(calib.x[:a.calib], calib.y[:a.calib], calib.max_value, calib.class_names)
@@ -150,6 +166,65 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from . import data as D
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .lowt import META_KEY, calibrate
+    from .progress import Progress
+    if a.T < 1:
+        raise UserError("--T must be >= 1")
+    if a.n < 1:
+        raise UserError("--n must be >= 1")
+    if a.batch_size < 1 or a.v0_grid < 1:
+        raise UserError("--batch-size and --v0-grid must be >= 1")
+    if a.v0_z < 0:
+        raise UserError("--v0-z must be >= 0")
+    if os.path.abspath(a.output) == os.path.abspath(a.checkpoint):
+        raise UserError("the output would overwrite the checkpoint; choose another -o")
+    ck = load_checkpoint(a.checkpoint)
+    if ck.meta.get("activation") != "qcfs":
+        raise UserError(f"{a.checkpoint} is a ReLU network; calibration needs a QCFS checkpoint")
+    if ck.training_state is not None:
+        raise UserError(f"{a.checkpoint} is an unfinished training checkpoint; finish (--resume) it first")
+    if ck.meta.get(META_KEY):
+        print(f"note: {a.checkpoint} was calibrated before (T={ck.meta[META_KEY].get('T')}); "
+              "recalibrating from the ANN")
+    split = D.load_split(ck.meta["dataset"], a.data_dir, train=True)
+    if not isinstance(split, D.ArraySplit):
+        raise UserError(f"calibration reads in-memory data sets (digits, CIFAR), not '{ck.meta['dataset']}' folders")
+    x = D.sample(split, a.n, ck.meta["normalization"], seed=a.seed)
+    t0 = time.perf_counter()
+    bar = Progress(len(_qcfs_names(ck.model)), f"calibrate {a.method} T={a.T}", "layer")
+    rows: list = []
+
+    def done(name, r) -> None:
+        rows.append(r)
+        bar.update(1, layer=name)
+
+    cal = calibrate(ck.model, x, a.T, a.method, batch_size=a.batch_size, v0_grid=a.v0_grid, v0_z=a.v0_z,
+                    progress=done)
+    dt = time.perf_counter() - t0
+    meta = dict(ck.meta, **{META_KEY: dict(cal.to_meta(), source_sha256=ck.sha256, seed=a.seed, seconds=dt)})
+    save_checkpoint(a.output, ck.model, meta)
+    print(f"{a.checkpoint}: {ck.meta['arch']} on {ck.meta['dataset']}, calibrated with '{a.method}' for T={a.T} "
+          f"on {len(x)} training images ({dt:.1f} s)")
+    print("per layer (errors a − φ(T) in units of θ, calibration images, earlier layers calibrated):")
+    print("  layer            θ   mean err before → after   MSE before → after   mean|δ|/θ   mean v0/θ")
+    for r in rows:
+        db = sum(abs(v) for v in r.bias) / len(r.bias) / r.theta if r.bias else 0.0
+        v0 = sum(r.v0_frac) / len(r.v0_frac) if r.v0_frac else float(ck.model.get_submodule(r.name).phi)
+        print(f"  {r.name:<12s} {r.theta:7.3f}   {r.mean_error_before:+8.4f} → {r.mean_error_after:+8.4f}   "
+              f"{r.mse_before:8.4f} → {r.mse_after:8.4f}   {db:9.4f}   {v0:9.3f}")
+    print(f"wrote {a.output}")
+    _write_json(a.json, dict(checkpoint=a.checkpoint, sha256=ck.sha256, output=a.output, **meta[META_KEY]))
+    return 0
+
+
+def _qcfs_names(model):
+    from .qcfs import qcfs_layers
+    return [n for n, _ in qcfs_layers(model)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qcfs2lava", description="QCFS ANN-to-SNN conversion, PyTorch to Lava.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -184,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int)
     t.add_argument("--workers", type=int, default=4, help="data loader workers (ImageNet)")
+    t.add_argument("--init", metavar="CKPT", help="fine-tune: start from this checkpoint's weights (same arch, L, φ)")
+    t.add_argument("--noise-p", type=float, default=0.0, metavar="P",
+                   help="QCFS output noise: ±λ/L (one spike at T=L) with probability P while training (default 0)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ANN and float SNN accuracy at T = 1..T", epilog=EPILOG_EVAL,
@@ -200,6 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ReLU checkpoints: threshold = max or 99.9th percentile activation (default p99.9)")
     e.add_argument("--calib", type=int, default=1000, help="training images for --balance")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="per-channel bias and/or v(0) calibration of the SNN for a target T",
+                       epilog=EPILOG_CALIBRATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("checkpoint", help="QCFS model.pt")
+    c.add_argument("-o", "--output", required=True, help="calibrated checkpoint to write")
+    c.add_argument("--method", choices=["bias", "v0", "both"], default="both",
+                   help="bias: shift biases so the mean SNN output matches the ANN (Li et al. 2021); "
+                        "v0: per-channel initial potential (MSE); both: v0, then bias (default)")
+    c.add_argument("--T", type=int, default=4, help="target time steps (default 4)")
+    c.add_argument("--data-dir", help="data folder (not needed for digits)")
+    c.add_argument("--n", type=int, default=512, help="training images used (default 512)")
+    c.add_argument("--batch-size", type=int, default=128)
+    c.add_argument("--v0-grid", type=int, default=32, help="v(0)/θ candidates k/G, k < G (default 32)")
+    c.add_argument("--v0-z", type=float, default=2.0,
+                   help="keep v(0) = θ/2 unless the MSE gain exceeds this many standard errors (default 2; 0: argmin)")
+    c.add_argument("--seed", type=int, default=0, help="which training images (random subset)")
+    c.add_argument("--json", help="write the per-layer results as JSON")
+    c.set_defaults(func=cmd_calibrate)
 
     from netx_export.commands import register
     register(sub)

@@ -1,7 +1,8 @@
 """The quantization clip-floor-shift activation (Bu et al., ICLR 2022, section 4).
 
 ``qcfs`` is eq. 15, with the gradient of eq. 17; ``QCFS`` is the layer holding a trainable
-per-layer threshold λ; ``prepare_ann`` is Algorithm 1, lines 1-8.
+per-layer threshold λ; ``prepare_ann`` is Algorithm 1, lines 1-8. ``spike_noise`` is the optional
+training-time perturbation that models the SNN's unevenness error (section 3.2) as ±1 spike.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch.nn import functional as F
 
 from .errors import ConversionError
 
-__all__ = ["qcfs", "qcfs_grad", "QCFS", "prepare_ann", "qcfs_layers"]
+__all__ = ["qcfs", "qcfs_grad", "spike_noise", "QCFS", "prepare_ann", "qcfs_layers"]
 
 
 def _forward(z: torch.Tensor, lam: torch.Tensor, L: int, phi: float) -> torch.Tensor:
@@ -65,8 +66,36 @@ def qcfs(z: torch.Tensor, lam: torch.Tensor | float, L: int, phi: float = 0.5) -
     return _QCFSFunction.apply(z, lam_t, int(L), float(phi))
 
 
+def spike_noise(h: torch.Tensor, lam: torch.Tensor, L: int, p: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """The noise model of noise-injected QCFS fine-tuning: every output ``h`` (on the grid
+    k·λ/L, 0 ≤ k ≤ L) independently moves one quantization step, ``+λ/L`` with probability p/2 and
+    ``−λ/L`` with probability p/2, where the move stays inside [0, λ] (else it keeps its value).
+
+    This is the unevenness error of the paper (section 3.2, Figure 1b-d): input spikes arriving
+    unevenly make an IF neuron fire one spike more or fewer than the ANN predicts; Hao et al.
+    ("Bridging the Gap between ANNs and SNNs by Calibrating Offset Spikes", ICLR 2023) measure
+    that the deviation is mostly exactly ±1 spike. At T = L one spike is λ/L, the step used here.
+    Training with the perturbation (as noise-injected low-bit ANN training does, e.g. Li &
+    Rajendran, "Noise Adaptor", arXiv:2411.17431, 2024; Huang et al., "Converting High-Performance
+    and Low-Latency SNNs through Explicit Modelling of Residual Error in ANNs", arXiv:2404.17456,
+    2024) teaches the next layers to tolerate it. The noise is additive, so gradients pass
+    unchanged (∂/∂h = 1; the step's own ∂/∂λ = ±1/L)."""
+    if p <= 0:
+        return h
+    u = torch.rand(h.shape, generator=generator, dtype=h.dtype, device=h.device)
+    step = lam / L
+    up = (u < p / 2) & (h < lam - step / 2)
+    down = (u >= 1 - p / 2) & (h > step / 2)
+    eps = up.to(h.dtype) - down.to(h.dtype)
+    return h + eps * step
+
+
 class QCFS(nn.Module):
-    """QCFS activation layer with a trainable threshold λ (one per layer)."""
+    """QCFS activation layer with a trainable threshold λ (one per layer).
+
+    ``noise_p`` > 0 adds :func:`spike_noise` to the output in training mode only (noise-injected
+    fine-tuning); it is a plain attribute, not saved in the state dict."""
 
     def __init__(self, L: int = 4, lam_init: float = 8.0, phi: float = 0.5, trainable: bool = True):
         super().__init__()
@@ -75,14 +104,19 @@ class QCFS(nn.Module):
         self.L = int(L)
         self.phi = float(phi)
         self.lam = nn.Parameter(torch.tensor(float(lam_init)), requires_grad=trainable)
+        self.noise_p = 0.0
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # λ must stay positive; a tiny floor avoids division by zero if SGD drives it down.
         lam = self.lam.clamp(min=1e-3)
-        return qcfs(z, lam, self.L, self.phi)
+        h = qcfs(z, lam, self.L, self.phi)
+        if self.training and self.noise_p > 0:
+            h = spike_noise(h, lam, self.L, self.noise_p)
+        return h
 
     def extra_repr(self) -> str:
-        return f"L={self.L}, phi={self.phi}, lam={float(self.lam):.4g}"
+        noise = f", noise_p={self.noise_p:g}" if self.noise_p else ""
+        return f"L={self.L}, phi={self.phi}, lam={float(self.lam.detach()):.4g}{noise}"
 
 
 # Modules that are activations and cannot be converted: we refuse them rather than guess.

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from .errors import ConversionError
 from .qcfs import QCFS
 
 __all__ = ["if_step", "IFNeuron", "convert", "simulate", "SNNResult", "evaluate", "if_layers"]
@@ -33,12 +34,27 @@ def if_step(v: torch.Tensor, x: torch.Tensor, theta: torch.Tensor | float
 
 
 class IFNeuron(nn.Module):
-    """Stateful IF layer; call :meth:`reset` before each sample batch."""
+    """Stateful IF layer; call :meth:`reset` before each sample batch.
 
-    def __init__(self, theta: float, v0_frac: float = 0.5):
+    ``v0_frac`` is v(0)/θ: one float for the layer (the paper's φ = ½), or a tensor with one value
+    per channel (dim 1 of the input; per feature for dense layers), as calibrated by
+    :mod:`qcfs2lava.lowt`. ``bias``, if given, is a per-channel constant added to the input at every
+    step (a shift of the synaptic layer's bias, in the same float units as the input).
+    """
+
+    def __init__(self, theta: float, v0_frac: float | torch.Tensor = 0.5, bias: torch.Tensor | None = None):
         super().__init__()
         self.register_buffer("theta", torch.tensor(float(theta)))
-        self.v0_frac = float(v0_frac)
+        if isinstance(v0_frac, torch.Tensor):
+            self.register_buffer("v0_channels", v0_frac.detach().reshape(-1).float().clone())
+            self.v0_frac: float | torch.Tensor = self.v0_channels
+        else:
+            self.v0_channels = None
+            self.v0_frac = float(v0_frac)
+        if bias is not None:
+            self.register_buffer("bias", bias.detach().reshape(-1).float().clone())
+        else:
+            self.bias = None
         self.v: torch.Tensor | None = None
         self.count: torch.Tensor | None = None    # spikes so far, per neuron
         self.out_sum: torch.Tensor | None = None  # Σ_t s(t)·θ, for the conversion error φ(T) of eq. 9
@@ -54,13 +70,24 @@ class IFNeuron(nn.Module):
         """Total spikes so far, per sample."""
         return None if self.count is None else self.count.flatten(1).sum(1).double()
 
+    @staticmethod
+    def _per_channel(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim < 2 or x.shape[1] != values.numel():
+            raise ValueError(f"per-channel values for {values.numel()} channels, input of shape {tuple(x.shape)}")
+        return values.to(x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # if_step, in place: this loop runs T times per sample, and for narrow nets the
         # element-wise work rivals the convolutions.
         if self.v is None:
-            self.v = torch.full_like(x, self.v0_frac * float(self.theta))
+            if self.v0_channels is None:
+                self.v = torch.full_like(x, self.v0_frac * float(self.theta))
+            else:
+                self.v = (self._per_channel(self.v0_channels, x) * self.theta.to(x.dtype)).expand_as(x).clone()
             self.count = torch.zeros_like(x, dtype=torch.int32)
         v = self.v.add_(x)
+        if self.bias is not None:
+            v.add_(self._per_channel(self.bias, x))
         s = v >= self.theta
         out = s.to(x.dtype).mul_(self.theta)
         v.sub_(out)
@@ -70,21 +97,36 @@ class IFNeuron(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"theta={float(self.theta):.4g}, v0={self.v0_frac}·θ"
+        v0 = f"{self.v0_frac}" if self.v0_channels is None else f"per-channel (mean {float(self.v0_channels.mean()):.3g})"
+        extra = "" if self.bias is None else f", bias shift per channel (mean {float(self.bias.mean()):+.3g})"
+        return f"theta={float(self.theta):.4g}, v0={v0}·θ{extra}"
 
 
 def convert(model: nn.Module, v0_frac: float | None = None,
-            thresholds: dict[str, float] | None = None) -> nn.Module:
+            thresholds: dict[str, float] | None = None,
+            calibration: dict[str, dict[str, Sequence[float]]] | None = None) -> nn.Module:
     """Copy ``model`` with every QCFS replaced by an IF neuron (θ = λ, v(0) = φ·θ by default).
 
     ``v0_frac`` overrides v(0)/θ for every layer; ``thresholds`` maps ReLU module names to θ for
-    converting a plain ReLU ANN (threshold balancing). The original model is not modified.
+    converting a plain ReLU ANN (threshold balancing). ``calibration`` maps QCFS module names to
+    per-channel ``{"v0_frac": [...], "bias": [...]}`` (either key optional; see
+    :mod:`qcfs2lava.lowt`, stored in a checkpoint's ``meta["snn_calibration"]["layers"]``); a
+    calibrated v(0) takes precedence over ``v0_frac``. The original model is not modified.
     """
     snn = copy.deepcopy(model).eval()
     names = dict(snn.named_modules())
+    cal = dict(calibration or {})
+    unknown = sorted(set(cal) - {n for n, m in names.items() if isinstance(m, QCFS)})
+    if unknown:
+        raise ConversionError(f"calibration names layers that are not QCFS layers of the model: {', '.join(unknown)}")
     for name, mod in list(names.items()):
         if isinstance(mod, QCFS):
-            new = IFNeuron(float(mod.lam.detach().clamp(min=1e-3)), mod.phi if v0_frac is None else v0_frac)
+            c = cal.get(name, {})
+            v0: float | torch.Tensor = mod.phi if v0_frac is None else v0_frac
+            if c.get("v0_frac") is not None:
+                v0 = torch.as_tensor(c["v0_frac"], dtype=torch.float32)
+            bias = torch.as_tensor(c["bias"], dtype=torch.float32) if c.get("bias") is not None else None
+            new = IFNeuron(float(mod.lam.detach().clamp(min=1e-3)), v0, bias)
         elif isinstance(mod, nn.ReLU) and thresholds is not None:
             if name not in thresholds:
                 raise KeyError(f"no threshold given for ReLU '{name}'")

@@ -5,6 +5,12 @@ Deterministic on CPU for a given seed: each epoch draws its shuffling and augmen
 generator seeded by (seed, epoch), so ``resume`` from an end-of-epoch checkpoint reproduces an
 uninterrupted run. Multi-process training uses PyTorch DDP: ``torchrun --nproc_per_node N -m
 qcfs2lava train ...`` (gloo on CPU, NCCL on GPU).
+
+Fine-tuning: ``init`` starts from a trained checkpoint's weights (same architecture, data set, L,
+φ) instead of a fresh network; ``noise_p`` > 0 perturbs every QCFS output by ±λ/L with that
+probability while training (:func:`qcfs2lava.qcfs.spike_noise`, the SNN's ±1-spike unevenness
+error), e.g. a few epochs at a small lr to make a converted SNN more robust at low T. Resume and
+DDP work as for any run: the noise is drawn from the same per-epoch seeded generator as dropout.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import UserError
 from .models import build_model
 from .progress import Progress
-from .qcfs import prepare_ann
+from .qcfs import prepare_ann, qcfs_layers
 
 # Per-dataset defaults: the paper's recipe, except the bundled digits (seconds on a CPU).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -66,6 +72,8 @@ class TrainConfig:
     threads: int | None = None
     workers: int = 4                  # DataLoader workers (folder data sets only)
     quiet: bool = False
+    init: str | None = None           # start from this checkpoint's weights (fine-tuning)
+    noise_p: float = 0.0              # QCFS ±λ/L output noise probability while training
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -79,6 +87,10 @@ class TrainConfig:
             raise UserError(f"activation must be 'qcfs' or 'relu', not '{c.activation}'")
         if c.L < 1 or c.epochs < 1 or c.batch_size < 1:
             raise UserError("L, epochs and batch size must be positive")
+        if not 0.0 <= c.noise_p <= 1.0:
+            raise UserError(f"noise probability must be in [0, 1], got {c.noise_p}")
+        if c.noise_p > 0 and c.activation != "qcfs":
+            raise UserError("spike noise (--noise-p) needs QCFS activations")
         return c
 
 
@@ -117,10 +129,39 @@ def accuracy(model: nn.Module, split, info: D.DatasetInfo, batch_size: int = 500
     return correct / max(n, 1)
 
 
+def load_init(cfg: TrainConfig, model: nn.Module) -> dict[str, Any]:
+    """Load ``cfg.init``'s weights into ``model`` (built from ``cfg``); its identity for the metadata.
+    The checkpoint must describe the same network: architecture, data set, activation, L and φ."""
+    assert cfg.init is not None
+    ck = load_checkpoint(cfg.init)
+    want = dict(arch=cfg.arch, dataset=cfg.dataset, activation=cfg.activation, L=cfg.L,
+                phi=cfg.phi if cfg.activation == "qcfs" else 0.0)
+    diff = [f"{k} {ck.meta.get(k)!r} (not {v!r})" for k, v in want.items() if ck.meta.get(k) != v]
+    if diff:
+        raise UserError(f"--init {cfg.init} is a different network: " + ", ".join(diff))
+    model.load_state_dict(ck.model.state_dict())
+    return dict(path=os.path.basename(cfg.init), sha256=ck.sha256, metrics=ck.meta.get("metrics"))
+
+
+def _process_device(device: str, world: int) -> str:
+    """Under torchrun every process takes its own GPU (``cuda:LOCAL_RANK``); a plain ``cuda`` would
+    put all of them on GPU 0, which NCCL refuses."""
+    if device == "cuda" and world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return device
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train and write ``cfg.out``; returns the final metrics."""
     cfg = cfg.resolved()
     rank, world = _dist()
+    if cfg.batch_size % world:
+        raise UserError(f"--batch-size {cfg.batch_size} is the global batch: it must divide evenly among "
+                        f"{world} processes")
+    batch = cfg.batch_size // world                 # per process: one optimizer step sees cfg.batch_size images
+    device = _process_device(cfg.device, world)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info = D.dataset_info(cfg.dataset)
@@ -129,9 +170,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, info.num_classes, info.in_channels, info.input_size)
     prepare_ann(model, L=cfg.L, lam_init=cfg.lam_init, phi=cfg.phi, keep_relu=cfg.activation == "relu")
-    model.to(cfg.device)
+    init_meta = load_init(cfg, model) if cfg.init else None
+    for _, q in qcfs_layers(model):
+        q.noise_p = float(cfg.noise_p)
+    model.to(device)
     opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    steps_per_epoch = (len(train_split) // world) // cfg.batch_size
+    steps_per_epoch = (len(train_split) // world) // batch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     start_epoch = 0
     history: list[dict[str, Any]] = []
@@ -157,19 +201,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                         max_value=float(getattr(train_split, "max_value", 255.0))),
                      class_names=list(getattr(train_split, "class_names", None) or train_split.classes),
                      train_config={k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"})
+    if init_meta is not None:
+        meta_base["init"] = init_meta
+    if cfg.noise_p > 0:
+        meta_base["spike_noise"] = dict(p=cfg.noise_p, step="lambda/L", model="qcfs2lava.qcfs.spike_noise")
     step = 0
     last_metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         ddp_model.train()
         torch.manual_seed(cfg.seed * 100003 + epoch)           # dropout
         g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        bar = Progress(steps_per_epoch * cfg.batch_size * world, f"epoch {epoch + 1}/{cfg.epochs}", "img",
+        bar = Progress(steps_per_epoch * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}", "img",
                        enabled=rank == 0 and not cfg.quiet)
         t0 = time.perf_counter()
         tot_loss = tot_correct = tot_n = 0.0
-        for x, y in D.batches(train_split, cfg.batch_size, info, shuffle=True, generator=g, augment=augment,
+        for x, y in D.batches(train_split, batch, info, shuffle=True, generator=g, augment=augment,
                               rank=rank, world=world, drop_last=True, workers=cfg.workers):
-            x, y = x.to(cfg.device), y.to(cfg.device)
+            x, y = x.to(device), y.to(device)
             out = ddp_model(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -190,7 +238,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             _average_buffers(model, world)
         test_acc = float("nan")
         if rank == 0:
-            test_acc = accuracy(model, test_split, info, batch_size=cfg.batch_size, device=cfg.device)
+            test_acc = accuracy(model, test_split, info, batch_size=cfg.batch_size, device=device)
         last_metrics = dict(epoch=epoch + 1, train_loss=tot_loss / max(tot_n, 1),
                             train_accuracy=tot_correct / max(tot_n, 1), test_accuracy=test_acc,
                             lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0,

@@ -37,7 +37,9 @@ class IF_SUB(LIF):  # noqa: N801 (the NetX neuron type's name)
 
     Extra parameters:
 
-    v_init : the value v is reset to at every sample start (default: ``v``).
+    v_init : the value v is reset to at every sample start (default: ``v``). ``v`` and ``v_init`` may be
+        scalars, full per-neuron arrays, or one value per channel (a (C,) array, the last axis of
+        Lava's (x, y, channel) layout; NetX's per-channel vInit), broadcast to ``shape``.
     reset_interval, reset_offset : with ``reset_interval`` = P > 0, at every step t with
         ``t % P == reset_offset % P`` (t counts from 1, as Lava's ``time_step``), *before* the update:
         u = 0, v = v_init, and the next row of ``bias_schedule`` (if any) becomes ``bias_mant``.
@@ -57,6 +59,8 @@ class IF_SUB(LIF):  # noqa: N801 (the NetX neuron type's name)
                  vth=10, v_init=None, reset_interval: int = 0, reset_offset: int = 0, flush: bool = False,
                  bias_schedule: np.ndarray | None = None, name: str | None = None, log_config=None,
                  **kwargs) -> None:
+        if np.ndim(v) > 0:
+            v = np.broadcast_to(np.asarray(v), shape).astype(np.int64).copy()
         super().__init__(shape=shape, u=u, v=v, du=du, dv=dv, bias_mant=bias_mant, bias_exp=bias_exp,
                          vth=vth, name=name, log_config=log_config, **kwargs)
         interval = _int(reset_interval, "reset_interval")

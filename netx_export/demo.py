@@ -48,8 +48,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
         print(f"\n[{k}/{stages}] {text}  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
 
     stage(1, f"qcfs2lava train --arch tiny --dataset digits --L {a.L} --epochs {a.epochs}")
+    # One thread: the tiny net gains nothing from two, and two threads on a busy 2-core machine spin
+    # (measured: 30 epochs took 10 min instead of 6 s while another job held one core).
     _run(p, ["train", "--arch", "tiny", "--dataset", "digits", "--L", str(a.L), "--epochs", str(a.epochs),
-             "--seed", str(a.seed), "--out", model])
+             "--seed", str(a.seed), "--threads", "1", "--out", model])
     stage(2, f"qcfs2lava export {model} -o {net} --check")
     _run(p, ["export", model, "-o", net, "--check", "--T", str(a.T)])
     rc = 0

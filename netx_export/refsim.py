@@ -193,16 +193,20 @@ class RefEvaluation:
 
 
 def evaluate(net: QNetwork, batches: Iterable[tuple[np.ndarray, np.ndarray]], T: int,
-             timing: str = "aligned", progress=None) -> RefEvaluation:
-    """Accuracy at every t = 1..T over (normalised images, labels) batches."""
+             timing: str = "aligned", progress=None, *, simulate=None) -> RefEvaluation:
+    """Accuracy at every t = 1..T over (normalised images, labels) batches. ``simulate`` replaces
+    :func:`simulate_drive` for another construction of the same file (``net.qnet`` then gives the
+    input drive), e.g. :func:`netx_export.stock.simulate_drive`."""
+    sim = simulate or simulate_drive
+    drive_net = getattr(net, "qnet", net)
     correct = np.zeros(T)
     spikes = None
     n = sat = clipped = total = 0
     neurons: tuple[int, ...] = ()
     for x, y in batches:
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y)
-        d = input_drive(net, x)
-        r = simulate_drive(net, d.drive, T, timing, False, d.clipped)
+        d = input_drive(drive_net, x)
+        r = sim(net, d.drive, T, timing, False, d.clipped)
         correct += (r.predictions == y.reshape(1, -1)).sum(1)
         c = np.array([float(s.sum()) for s in r.spike_counts])
         spikes = c if spikes is None else spikes + c

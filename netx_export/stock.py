@@ -76,6 +76,7 @@ import numpy as np
 from .conv import int_conv2d, int_dense
 from .fixedpoint import STATE_SHIFT, VTH_MAX, QLayer, QNetwork, input_drive, v_init_array
 from .refsim import TIMINGS, UV_MAX, RefEvaluation, SimResult, decay, wrap_current
+from .refsim import evaluate as _ref_evaluate
 from .refsim import simulate_drive as _ref_simulate_drive
 
 __all__ = ["WEIGHT_EXP_MIN", "WEIGHT_EXP_MAX", "STOCK_DU", "STOCK_DV", "LifParams", "ALWAYS_ON", "RELAY",
@@ -472,25 +473,7 @@ def evaluate(qnet: QNetwork | StockNetwork, batches: Iterable[tuple[np.ndarray, 
     """Stock-mode accuracy at every t = 1..T over (normalised images, labels) batches: a drop-in for
     :func:`netx_export.refsim.evaluate` (``saturated`` counts u wraps + v clips)."""
     snet = qnet if isinstance(qnet, StockNetwork) else stock_network(qnet)
-    correct = np.zeros(T)
-    spikes = np.zeros(len(snet.layers))
-    n = over = clipped = total = 0
-    for x, y in batches:
-        y = np.asarray(y)
-        d = input_drive(snet.qnet, np.asarray(x, dtype=np.float64))
-        r = simulate_drive(snet, d.drive, T, timing, False, d.clipped)
-        correct += (r.predictions == y.reshape(1, -1)).sum(1)
-        spikes += [float(c.sum()) for c in r.spike_counts]
-        n += len(y)
-        over += r.saturated
-        clipped += d.clipped
-        total += d.total
-        if progress is not None:
-            progress(n)
-    if n == 0:
-        raise ValueError("no samples to evaluate")
-    rates = [float(c) / (n * int(np.prod(lay.shape)) * T) for c, lay in zip(spikes, snet.layers)]
-    return RefEvaluation(T, n, (correct / n).tolist(), rates, over, clipped, total, timing)
+    return _ref_evaluate(snet, batches, T, timing, progress, simulate=simulate_drive)
 
 
 @dataclass

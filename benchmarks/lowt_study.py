@@ -1,0 +1,338 @@
+#!/usr/bin/env python
+"""Low-T accuracy (T = 1, 2, 4) of the CIFAR-10 study model: vanilla QCFS against layer-wise bias
+calibration, calibrated per-channel v(0), noise-injected fine-tuning and their combinations (issue #8).
+
+    python benchmarks/lowt_study.py --data-dir D --model runs/study/vgg_small_qcfs.pt --work runs/lowt
+
+Every variant still deploys as a plain NetX file (weights, per-step biases, per-neuron vInit,
+thresholds). On the same trained model (``vgg-small``, QCFS L = 4) and the same first ``--n``
+CIFAR-10 test images (the JPEG-recompressed copy, ``../shared/data/make_cifar10.py``, so accuracies
+sit slightly below the original's):
+
+* float SNN accuracy at every t = 1..``--T`` (``qcfs2lava.snn.evaluate``, one pass) for the ANN,
+  vanilla QCFS (v(0) = θ/2), bias calibration, v(0) calibration, both, noise fine-tuning, and noise
+  fine-tuning followed by calibration — calibrations target ``--T-cal`` on ``--calib`` training images;
+* the best low-T variant (and vanilla, for reference) exported to NetX fixed point and run in the
+  integer reference simulator (aligned timing) at t = 1..``--T-fixed`` on the same images.
+
+The noise fine-tuned checkpoint is trained here if ``--noise-model`` does not exist
+(``qcfs2lava train --init MODEL --noise-p P --epochs 3 --lr 0.01``, the study recipe otherwise).
+Intermediate results are cached in ``--work`` (keyed by checkpoint hash and settings), so an
+interrupted run continues. Writes ``benchmarks/results/lowt_study.{json,png,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from netx_export.export import quantize_checkpoint                  # noqa: E402
+from netx_export.hdf5_read import read_netx                        # noqa: E402
+from netx_export.hdf5_write import write_netx                      # noqa: E402
+from netx_export.refsim import evaluate as ref_evaluate            # noqa: E402
+from qcfs2lava import data as D                                    # noqa: E402
+from qcfs2lava.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
+from qcfs2lava.lowt import META_KEY, calibrate, calibration_of     # noqa: E402
+from qcfs2lava.progress import Progress                            # noqa: E402
+from qcfs2lava.qcfs import qcfs_layers                             # noqa: E402
+from qcfs2lava.snn import convert, evaluate                        # noqa: E402
+from qcfs2lava.train import TrainConfig, train                     # noqa: E402
+
+# The study model's recipe (benchmarks/cifar10_study.py), for the fine-tuning run.
+RECIPE = dict(arch="vgg-small", dataset="cifar10", L=4, label_smoothing=0.1, autoaugment=False, cutout=False,
+              batch_size=128, seed=0)
+TS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def _cached(path: str, key: dict, make):
+    if os.path.exists(path):
+        got = json.load(open(path))
+        if got.get("key") == key:
+            return got["value"]
+    value = make()
+    atomic_write_text(path, json.dumps(dict(key=key, value=value)) + "\n")
+    return value
+
+
+def calibrated_checkpoint(ck, method: str, T: int, x: torch.Tensor, work: str, tag: str, v0_z: float) -> str:
+    """Calibrate ``ck`` (method, target T) on ``x``, write it to ``work``; reuse an earlier result."""
+    path = os.path.join(work, f"{tag}_{method}_T{T}" + ("" if v0_z == 2.0 or method == "bias" else f"_z{v0_z:g}")
+                        + ".pt")
+    if os.path.exists(path):
+        old = load_checkpoint(path)
+        c = old.meta.get(META_KEY, {})
+        if c.get("source_sha256") == ck.sha256 and c.get("method") == method and c.get("T") == T \
+                and c.get("n") == len(x) and (method == "bias" or c.get("v0_z") == v0_z):
+            return path
+    bar = Progress(8, f"calibrate {tag} {method} T={T}", "layer")
+    t0 = time.perf_counter()
+    cal = calibrate(ck.model, x, T, method, v0_z=v0_z, progress=lambda name, r: bar.update(1, layer=name))
+    meta = dict(ck.meta, **{META_KEY: dict(cal.to_meta(), source_sha256=ck.sha256, seed=0,
+                                           seconds=time.perf_counter() - t0)})
+    save_checkpoint(path, ck.model, meta)
+    return path
+
+
+def float_eval(label: str, path: str, test, T: int, work: str) -> dict:
+    ck = load_checkpoint(path)
+    key = dict(sha256=ck.sha256, n=sum(len(y) for _, y in test), T=T)
+
+    def run():
+        snn = convert(ck.model, calibration=calibration_of(ck))
+        bar = Progress(key["n"], f"{label[:28]:>28s}", "img")
+        t0 = time.perf_counter()
+        ev = evaluate(ck.model, test, T, snn=snn, progress=lambda k, acc: bar.update(k, acc_T=acc))
+        return dict(ann_accuracy=ev.ann_accuracy, snn_accuracy=ev.snn_accuracy, n=ev.n,
+                    firing_rates=ev.firing_rates, seconds=time.perf_counter() - t0)
+    r = _cached(os.path.join(work, f"eval_{os.path.basename(path)}.json"), key, run)
+    r = dict(r, checkpoint=os.path.basename(path), sha256=ck.sha256)
+    if ck.meta.get(META_KEY):
+        c = ck.meta[META_KEY]
+        r["calibration"] = dict(method=c["method"], T=c["T"], n=c["n"], stats=c["stats"],
+                                seconds=c.get("seconds"))
+    return r
+
+
+def fixed_eval(label: str, path: str, x: np.ndarray, y: np.ndarray, calib: torch.Tensor, T: int, work: str,
+               batch: int = 100) -> dict:
+    """Export (as ``qcfs2lava export`` does, weight-rounding correction on 256 training images),
+    write + read the NetX file, run refsim (aligned) on ``x``."""
+    ck = load_checkpoint(path)
+    key = dict(sha256=ck.sha256, n=int(len(y)), T=T, calib=int(len(calib)))
+
+    def run():
+        net_path = os.path.join(work, os.path.splitext(os.path.basename(path))[0] + ".net")
+        ex = quantize_checkpoint(ck, recommended_T=T, calib_x=calib)
+        write_netx(ex.net, net_path)
+        net = read_netx(net_path)
+        bar = Progress(len(y), f"{'fixed ' + label[:22]:>28s}", "img")
+        t0 = time.perf_counter()
+        ev = ref_evaluate(net, ((x[i:i + batch], y[i:i + batch]) for i in range(0, len(y), batch)), T,
+                          progress=lambda done: bar.update(done - bar.n))
+        return dict(accuracy=ev.accuracy, n=ev.n, saturated=ev.saturated, drive_clipped=ev.drive_clipped,
+                    firing_rates=ev.firing_rates, timing=ev.timing, seconds=time.perf_counter() - t0,
+                    net=os.path.basename(net_path))
+    return dict(_cached(os.path.join(work, f"fixed_{os.path.basename(path)}.json"), key, run), label=label)
+
+
+def plot(res: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=120, gridspec_kw=dict(width_ratios=[3, 2]))
+    van = res["configs"][res["vanilla"]]["snn_accuracy"]
+    for label, r in res["configs"].items():
+        acc = r["snn_accuracy"]
+        ts = range(1, len(acc) + 1)
+        line, = ax.plot(ts, [100 * a for a in acc], marker="o", ms=2.5, lw=1.3, label=label)
+        ax2.plot(ts, [100 * (a - b) for a, b in zip(acc, van)], marker="o", ms=2.5, lw=1.3, color=line.get_color(),
+                 label=label)
+    for label, r in res.get("fixed_point", {}).items():
+        acc = r["accuracy"]
+        ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], ls=":", marker="x", ms=4, lw=1.3,
+                label=f"{label}, fixed point (refsim)")
+    ax.axhline(100 * res["ann_accuracy"], ls="--", lw=1.0, color="black",
+               label=f"ANN {100 * res['ann_accuracy']:.2f}%")
+    noisy = [r for r in res["configs"].values() if r["key"] == "noise"]
+    if noisy:
+        ax.axhline(100 * noisy[0]["ann_accuracy"], ls=":", lw=1.0, color="gray",
+                   label=f"ANN after noise fine-tuning {100 * noisy[0]['ann_accuracy']:.2f}%")
+    for a in (ax, ax2):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("time steps T")
+        a.grid(alpha=0.3, which="both")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(60, 90)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"vgg-small, CIFAR-10 (JPEG copy), L=4, n={res['n']}; calibration target T={res['T_cal']}",
+                 fontsize=9)
+    ax2.axhline(0, color="black", lw=0.8)
+    ax2.set_ylabel("accuracy − vanilla QCFS (percentage points)")
+    ax2.set_title("difference to vanilla QCFS (float SNN, same images)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def table(res: dict) -> str:
+    ts = [t for t in TS if t <= res["T"]]
+    lines = ["| method | ANN | " + " | ".join(f"T={t}" for t in ts) + " |", "|---|---|" + "---|" * len(ts)]
+    for label, r in res["configs"].items():
+        lines.append(f"| {label} | {100 * r['ann_accuracy']:.2f} | "
+                     + " | ".join(f"{100 * r['snn_accuracy'][t - 1]:.2f}" for t in ts) + " |")
+    for label, r in res.get("fixed_point", {}).items():
+        lines.append(f"| {label}, fixed point (refsim, aligned) | – | "
+                     + " | ".join(f"{100 * r['accuracy'][t - 1]:.2f}" if t <= len(r["accuracy"]) else "–"
+                                  for t in ts) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--model", required=True, help="the QCFS study checkpoint (vgg-small, L=4)")
+    p.add_argument("--noise-model", help="noise fine-tuned checkpoint (trained here if missing; "
+                                         "default WORK/vgg_small_noise.pt)")
+    p.add_argument("--ft-model", help="control: the same fine-tuning without noise (trained here if missing; "
+                                      "default WORK/vgg_small_ft.pt)")
+    p.add_argument("--noise-p", type=float, default=0.1)
+    p.add_argument("--noise-epochs", type=int, default=3)
+    p.add_argument("--noise-lr", type=float, default=0.01)
+    p.add_argument("--work", default="runs/lowt", help="calibrated checkpoints, NetX files, cached results")
+    p.add_argument("--T-cal", type=int, default=2, help="calibration target T (default 2)")
+    p.add_argument("--calib", type=int, default=512, help="training images for calibration")
+    p.add_argument("--v0-z", type=float, default=2.0, help="v(0) significance rule (qcfs2lava.lowt.search_v0)")
+    p.add_argument("--n", type=int, default=1000, help="test images (the first n of the test set)")
+    p.add_argument("--T", type=int, default=64)
+    p.add_argument("--T-fixed", type=int, default=16, help="time steps of the fixed-point runs")
+    p.add_argument("--configs", nargs="*", help="only these configuration keys (see CONFIGS in the source)")
+    p.add_argument("--fixed", nargs="*", help="also run these configuration keys in fixed point (besides vanilla "
+                                              "and the best low-T variant)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "lowt_study"))
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    os.makedirs(a.work, exist_ok=True)
+    t_start = time.perf_counter()
+    commands = [" ".join(["python", "benchmarks/lowt_study.py"] + sys.argv[1:])]
+    ck = load_checkpoint(a.model)
+    info = D.dataset_info("cifar10")
+    train_split = D.load_split("cifar10", a.data_dir, train=True)
+    test_split = D.load_split("cifar10", a.data_dir, train=False)
+    calib_x = D.sample(train_split, a.calib, ck.meta["normalization"])
+    sub = D.ArraySplit(test_split.x[:a.n], test_split.y[:a.n], test_split.max_value, test_split.class_names)
+    test = list(D.iterate_batches(sub, 250, info))
+
+    noise_path = a.noise_model or os.path.join(a.work, "vgg_small_noise.pt")
+    noise_cmd = (f"qcfs2lava train --arch vgg-small --dataset cifar10 --data-dir {a.data_dir} --init {a.model} "
+                 f"--noise-p {a.noise_p:g} --epochs {a.noise_epochs} --lr {a.noise_lr:g} --label-smoothing 0.1 "
+                 f"--no-autoaugment --no-cutout --batch-size 128 --out {noise_path}")
+    want = [k for k in ("vanilla", "bias", "v0", "v0-argmin", "both", "ft", "noise", "noise+v0", "noise+both")
+            if not a.configs or k in a.configs or k == "vanilla"]
+    ft_path = a.ft_model or os.path.join(a.work, "vgg_small_ft.pt")
+    ck_ft = None
+    if "ft" in want:      # control: the same fine-tuning without noise
+        if not os.path.exists(ft_path) or load_checkpoint(ft_path).training_state is not None:
+            print(f"== control fine-tuning (no noise) -> {ft_path}", flush=True)
+            train(TrainConfig(data_dir=a.data_dir, out=ft_path, epochs=a.noise_epochs, lr=a.noise_lr,
+                              init=a.model, resume=True, threads=a.threads,
+                              log=os.path.splitext(ft_path)[0] + ".jsonl", **RECIPE))
+        ck_ft = load_checkpoint(ft_path)
+        if ck_ft.meta.get("init", {}).get("sha256") != ck.sha256 or ck_ft.meta.get("spike_noise"):
+            raise SystemExit(f"{ft_path} is not a noise-free fine-tuning of {a.model}")
+        commands.append(noise_cmd.replace(f"--noise-p {a.noise_p:g} ", "").replace(noise_path, ft_path))
+    ck_noise = None
+    if any(k.startswith("noise") for k in want):
+        if not os.path.exists(noise_path) or load_checkpoint(noise_path).training_state is not None:
+            print(f"== noise fine-tuning -> {noise_path}", flush=True)
+            train(TrainConfig(data_dir=a.data_dir, out=noise_path, epochs=a.noise_epochs, lr=a.noise_lr,
+                              init=a.model, noise_p=a.noise_p, resume=True, threads=a.threads,
+                              log=os.path.splitext(noise_path)[0] + ".jsonl", **RECIPE))
+        ck_noise = load_checkpoint(noise_path)
+        if ck_noise.meta.get("init", {}).get("sha256") != ck.sha256:
+            raise SystemExit(f"{noise_path} was not fine-tuned from {a.model}")
+        commands.append(noise_cmd)
+
+    Tc = a.T_cal
+    CONFIGS = {   # key: (label, checkpoint, calibration method or None[, v(0) significance z])
+        "vanilla": ("vanilla QCFS (v0=θ/2)", ck, None),
+        "bias": (f"bias calibration (T={Tc})", ck, "bias"),
+        "v0": (f"v0 calibration (T={Tc})", ck, "v0"),
+        "v0-argmin": (f"v0 calibration, plain argmin z=0 (T={Tc}, ablation)", ck, "v0", 0.0),
+        "both": (f"v0 + bias calibration (T={Tc})", ck, "both"),
+        "ft": (f"fine-tuning without noise ({a.noise_epochs} ep., control)", ck_ft, None),
+        "noise": (f"noise fine-tuning (p={a.noise_p:g}, {a.noise_epochs} ep.)", ck_noise, None),
+        "noise+v0": (f"noise fine-tuning + v0 cal. (T={Tc})", ck_noise, "v0"),
+        "noise+both": (f"noise fine-tuning + v0 + bias cal. (T={Tc})", ck_noise, "both"),
+    }
+    keys = want
+    configs: dict[str, dict] = {}
+    paths: dict[str, str] = {}
+    for k in keys:
+        label, c, method = CONFIGS[k][:3]
+        z = CONFIGS[k][3] if len(CONFIGS[k]) > 3 else a.v0_z
+        if method is None:
+            path = c.path
+        else:
+            path = calibrated_checkpoint(c, method, Tc, calib_x, a.work, "base" if c is ck else "noise", z)
+            commands.append(f"qcfs2lava calibrate {c.path} --method {method} --T {Tc} --n {a.calib} "
+                            + ("" if method == "bias" else f"--v0-z {z:g} ")
+                            + f"--data-dir {a.data_dir} -o {path}")
+        paths[k] = path
+        r = float_eval(label, path, test, a.T, a.work)
+        r["key"] = k
+        configs[label] = r
+        print(f"{label}: ANN {100 * r['ann_accuracy']:.2f}%  " + "  ".join(
+            f"T={t} {100 * r['snn_accuracy'][t - 1]:.2f}" for t in TS if t <= a.T), flush=True)
+
+    if a.configs:
+        return 0                                   # partial run: the caches in --work hold its results
+    configs_by_key = {r["key"]: lab for lab, r in configs.items()}
+    floor = {}                                     # the ANN with L' = 1, 2 quantization levels (see README)
+    for L2 in (ck.meta["L"], 2, 1):
+        m = load_checkpoint(a.model).model
+        for _, q in qcfs_layers(m):
+            q.L = L2
+        with torch.no_grad():
+            floor[f"L={L2}"] = sum(int((m(xb).argmax(1) == yb).sum()) for xb, yb in test) / a.n
+    # Best low-T variant: highest mean float accuracy over T = 1, 2, 4 (excluding vanilla).
+    low = {lab: float(np.mean([r["snn_accuracy"][t - 1] for t in (1, 2, 4)])) for lab, r in configs.items()}
+    best = max((lab for lab in configs if configs[lab]["key"] not in ("vanilla", "ft", "v0-argmin")),
+               key=lambda lab: low[lab])
+    xs = D.normalize(sub.x, sub.max_value, ck.meta["normalization"]["mean"], ck.meta["normalization"]["std"]).numpy()
+    ys = sub.y.numpy()
+    export_calib = D.sample(train_split, 256, ck.meta["normalization"])
+    fixed = {}
+    extra = [configs_by_key[k] for k in (a.fixed or []) if k in configs_by_key]
+    for lab in dict.fromkeys([CONFIGS["vanilla"][0], best] + extra):
+        key = configs[lab]["key"]
+        fixed[lab] = fixed_eval(lab, paths[key], xs, ys, export_calib, a.T_fixed, a.work)
+        commands.append(f"qcfs2lava export {paths[key]} -o {os.path.splitext(paths[key])[0]}.net "
+                        f"--data-dir {a.data_dir}")
+        commands.append(f"qcfs2lava simulate {os.path.splitext(paths[key])[0]}.net --backend reference "
+                        f"--data-dir {a.data_dir} --n {a.n} --T {a.T_fixed}")
+        print(f"{lab}, fixed point: " + "  ".join(f"T={t} {100 * fixed[lab]['accuracy'][t - 1]:.2f}"
+                                                   for t in TS if t <= a.T_fixed), flush=True)
+
+    van = configs[CONFIGS["vanilla"][0]]
+    res = dict(
+        commands=commands, model=a.model, model_sha256=ck.sha256,
+        data="CIFAR-10, JPEG-recompressed copy (../shared/data/make_cifar10.py); the first n test images",
+        n=a.n, T=a.T, T_cal=Tc, calib_images=a.calib, ann_accuracy=van["ann_accuracy"],
+        noise=dict(p=a.noise_p, epochs=a.noise_epochs, lr=a.noise_lr, checkpoint=os.path.basename(noise_path),
+                   sha256=ck_noise.sha256, ann_test_accuracy_10k=ck_noise.meta["metrics"]["test_accuracy"],
+                   history=ck_noise.meta.get("history")) if ck_noise is not None else None,
+        control=dict(checkpoint=os.path.basename(ft_path), sha256=ck_ft.sha256,
+                     ann_test_accuracy_10k=ck_ft.meta["metrics"]["test_accuracy"],
+                     history=ck_ft.meta.get("history")) if ck_ft is not None else None,
+        ann_with_L_levels=floor,
+        best_low_T=best, best_rule="highest mean float-SNN accuracy over T = 1, 2, 4 (control excluded)",
+        vanilla=CONFIGS["vanilla"][0],
+        configs=configs, fixed_point=fixed,
+        machine=dict(cpus=os.cpu_count(), torch=torch.__version__, python=platform.python_version(),
+                     threads=a.threads, note="shared 2-core machine; timings include contention"),
+        seconds=time.perf_counter() - t_start)
+    atomic_write_text(a.out + ".json", json.dumps(res, indent=1) + "\n")
+    plot(res, a.out + ".png")
+    md = ("Commands:\n\n" + "\n".join(f"    {c}" for c in commands) + "\n\n"
+          f"{res['data']}; n = {a.n}; calibration target T = {Tc} on {a.calib} training images; "
+          f"best low-T variant ({res['best_rule']}): **{best}**.\n\n" + table(res) + "\n")
+    atomic_write_text(a.out + ".md", md)
+    print(table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

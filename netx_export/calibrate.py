@@ -58,10 +58,12 @@ def input_rates(graph: Graph, x: torch.Tensor, batch: int = 100) -> list[np.ndar
 
 
 def bias_correction(graph: Graph, net: QNetwork, rates: list[np.ndarray]) -> tuple[QNetwork, list[BiasCorrection]]:
-    """``net`` with every layer's bias (after the first) corrected for the mean weight-rounding error."""
+    """``net`` with every layer's bias (after the first) corrected for the mean weight-rounding error
+    of its synapse and of its residual shortcuts (whose input rate is their source layer's output)."""
     gsyn, qsyn = graph.synaptic, net.synaptic
     if len(gsyn) != len(qsyn) or len(rates) != len(qsyn) - 1:
         raise ValueError("graph, network and rates do not match")
+    syn_pos = {i: k for k, i in enumerate(i for i, lay in enumerate(net.layers) if lay.kind != "flatten")}
     corrected = {}
     out: list[BiasCorrection] = []
     theta_prev = gsyn[0].neuron.theta if gsyn[0].neuron else None
@@ -72,9 +74,17 @@ def bias_correction(graph: Graph, net: QNetwork, rates: list[np.ndarray]) -> tup
             shift = conv2d(r[None], dw, q.stride, q.padding, q.dilation, q.groups)[0].mean(axis=(1, 2))
         else:
             shift = dense(r.reshape(1, -1), dw)[0]
+        for gs, qs in zip(g.skips, q.skips):
+            k = syn_pos[qs.source]
+            dws = qs.weight.astype(np.float64) - gs.weight * rep.scale * gsyn[k].neuron.theta
+            shift = shift + conv2d(rates[k][None], dws, qs.stride, qs.padding, qs.dilation, qs.groups)[0].mean(
+                axis=(1, 2))
         corr = -np.rint(shift).astype(np.int64)
         bias = q.bias + corr
         hi, lo = input_bound(q.weight, bias)
+        for qs in q.skips:
+            h2, l2 = input_bound(qs.weight, np.zeros(qs.weight.shape[0], np.int64))
+            hi, lo = hi + h2, lo + l2
         limit = OUTPUT_VTH if rep.role == "readout" else INPUT_LIMIT
         if np.abs(bias).max(initial=0) > BIAS_MAX or hi.max() >= limit or lo.min() <= -limit:
             raise QuantizationError(f"layer {q.name}: bias correction would break Loihi's bias or input limits")

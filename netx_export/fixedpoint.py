@@ -46,7 +46,7 @@ from .conv import conv2d, dense
 from .errors import QuantizationError
 
 __all__ = ["MANT_MIN", "MANT_MAX", "VTH_MAX", "BIAS_MAX", "INPUT_LIMIT", "STATE_SHIFT", "DENSE_MAX_EXPONENT",
-           "OUTPUT_VTH", "QuantConfig", "QNeuron", "QLayer", "InputDrive", "LayerReport", "QNetwork",
+           "OUTPUT_VTH", "QuantConfig", "QNeuron", "QSkip", "QLayer", "skip_delay", "InputDrive", "LayerReport", "QNetwork",
            "quantize", "quantize_weights", "v_init_array", "quantize_v_init", "exact_theta_scale", "input_bound", "drive_bound", "input_drive",
            "DriveResult", "format_report"]
 
@@ -119,6 +119,24 @@ def quantize_v_init(v0_frac: float | np.ndarray, vth: int) -> int | np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
+class QSkip:
+    """A residual shortcut in integer weight units (format version 2): a conv from the spikes of the
+    earlier layer ``source`` (an index into ``QNetwork.layers``) into this layer's neurons.
+
+    ``delay``: extra steps the shortcut's spikes wait, so that with one step of synaptic delay per
+    layer they reach the neurons together with the main path's (Lava/Loihi timing): the number of
+    synaptic layers from ``source`` to this layer, minus one. Realised by relay neurons in Lava."""
+    name: str
+    source: int
+    weight: np.ndarray              # int64 [C_out, C_in/groups, kH, kW]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    delay: int = 0
+
+
+@dataclass(frozen=True, eq=False)
 class QLayer:
     """One NetX layer in integer weight units (PyTorch layouts, shapes C, H, W)."""
     kind: str                       # "conv" | "dense" | "flatten"
@@ -132,6 +150,13 @@ class QLayer:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     neuron: QNeuron | None = None
+    skips: tuple[QSkip, ...] = ()
+
+
+def skip_delay(layers: Sequence[QLayer], source: int, target: int) -> int:
+    """Extra delay of a shortcut from ``layers[source]`` to ``layers[target]``: synaptic layers on the
+    main path (source, target], minus the shortcut's own one."""
+    return sum(1 for lay in layers[source + 1:target + 1] if lay.kind != "flatten") - 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,16 +264,23 @@ class _Choice:
     vth: int
     bias: np.ndarray
     problems: list[str]
+    skips: list[np.ndarray] = field(default_factory=list)
 
 
 def _try(w_eff: np.ndarray, b: np.ndarray, theta: float | None, scale: float, exponent: int,
-         vth_cap: int, in_limit: int) -> _Choice:
+         vth_cap: int, in_limit: int, skips: Sequence[np.ndarray] = ()) -> _Choice:
     vth = OUTPUT_VTH
     if theta is not None:
         scale, vth = exact_theta_scale(theta, scale)
     wq, clipped = quantize_weights(w_eff, scale, exponent)
     bq = np.rint(b * scale).astype(np.int64)
     hi, lo = input_bound(wq, bq)
+    sq = []
+    for ws in skips:                # same σ (same neurons), each shortcut its own exponent
+        q, _ = quantize_weights(ws, scale, _smallest_exponent(ws * scale))
+        h2, l2 = input_bound(q, np.zeros(q.shape[0], np.int64))
+        hi, lo = hi + h2, lo + l2
+        sq.append(q)
     problems = []
     if theta is not None and vth > vth_cap:
         problems.append(f"vThMant {vth} > {vth_cap}")
@@ -256,18 +288,22 @@ def _try(w_eff: np.ndarray, b: np.ndarray, theta: float | None, scale: float, ex
         problems.append(f"|bias| {int(np.abs(bq).max())} > {BIAS_MAX}")
     if hi.max() >= in_limit or lo.min() <= -in_limit:
         problems.append(f"per-step input up to {int(max(hi.max(), -lo.min()))} ≥ {in_limit}")
-    return _Choice(scale, exponent, wq, clipped, vth, bq, problems)
+    return _Choice(scale, exponent, wq, clipped, vth, bq, problems, sq)
 
 
 def _choose(w_eff: np.ndarray, b: np.ndarray, theta: float | None, max_k: int, vth_cap: int, in_limit: int,
-            clip_q: float, name: str) -> _Choice:
-    """Largest exponent k whose full-mantissa scale keeps every limit; else a reduced scale at k = 0."""
+            clip_q: float, name: str, skips: Sequence[np.ndarray] = ()) -> _Choice:
+    """Largest exponent k whose full-mantissa scale keeps every limit; else a reduced scale at k = 0.
+    ``skips``: shortcut weights (σ-free, like ``w_eff``) whose input adds to the bound."""
     a = np.abs(w_eff)
     amax = float(np.quantile(a, clip_q)) if clip_q < 1.0 else float(a.max())
     if amax == 0.0:
         raise QuantizationError(f"layer {name}: all weights are zero (NetX cannot load an all-zero matrix)")
     w2 = w_eff.reshape(w_eff.shape[0], -1)
     pos, neg = np.maximum(w2, 0).sum(1), np.minimum(w2, 0).sum(1)
+    for ws in skips:
+        s2 = ws.reshape(ws.shape[0], -1)
+        pos, neg = pos + np.maximum(s2, 0).sum(1), neg + np.minimum(s2, 0).sum(1)
     bmax = float(np.abs(b).max(initial=0.0))
 
     def fits_roughly(scale: float, cap: int) -> bool:
@@ -279,13 +315,13 @@ def _choose(w_eff: np.ndarray, b: np.ndarray, theta: float | None, max_k: int, v
     for k in range(max_k, -1, -1):
         scale = MANT_MAX * (1 << k) / amax
         if fits_roughly(scale, vth_cap):
-            c = _try(w_eff, b, theta, scale, k, vth_cap, in_limit)
+            c = _try(w_eff, b, theta, scale, k, vth_cap, in_limit, skips)
             if not c.problems:
                 return c
     scale = MANT_MAX / amax
     if theta is not None:
         # Full 8-bit weights matter more than v headroom: relax the θ cap to the hard 17-bit limit first.
-        c = _try(w_eff, b, theta, scale, 0, VTH_MAX, in_limit)
+        c = _try(w_eff, b, theta, scale, 0, VTH_MAX, in_limit, skips)
         if not c.problems:
             return c
     # Even k = 0 breaks a hard limit: shrink σ (fewer mantissa bits) until it fits.
@@ -293,7 +329,7 @@ def _choose(w_eff: np.ndarray, b: np.ndarray, theta: float | None, max_k: int, v
     f = min(1.0, VTH_MAX / (theta * scale) if theta else 1.0, BIAS_MAX / (bmax * scale) if bmax else 1.0,
             (in_limit - 1) / (in_max * scale))
     for _ in range(100):
-        c = _try(w_eff, b, theta, scale * f, 0, VTH_MAX, in_limit)
+        c = _try(w_eff, b, theta, scale * f, 0, VTH_MAX, in_limit, skips)
         if not c.problems:
             return c
         f *= 0.98
@@ -334,6 +370,7 @@ def quantize(graph, input_range: tuple[Sequence[float], Sequence[float]] | None 
             if lay.kind == "conv" else {}
         w, b = lay.weight, lay.bias
         warn: list[str] = []
+        qskips: list[QSkip] = []
         if drive is None:
             # Input layer: σ from the worst-case drive and the θ cap; weights follow at that σ.
             if lay.neuron is None:
@@ -352,12 +389,24 @@ def quantize(graph, input_range: tuple[Sequence[float], Sequence[float]] | None 
             w_eff = w * theta_prev
             readout = lay.neuron is None
             max_k = DENSE_MAX_EXPONENT if lay.kind == "dense" else config.max_exponent
+            # A shortcut carries its source layer's spikes (θ_source each), into the same neurons (σ_l).
+            skip_eff = [sk.weight * graph.layers[sk.source].neuron.theta for sk in lay.skips]
             c = _choose(w_eff, b, None if readout else lay.neuron.theta, 0 if readout else max_k, vth_cap,
-                        OUTPUT_VTH if readout else INPUT_LIMIT, config.weight_clip, lay.name)
+                        OUTPUT_VTH if readout else INPUT_LIMIT, config.weight_clip, lay.name, skip_eff)
             scale, k, wq, clipped, vth, bq = c.scale, c.exponent, c.wq, c.clipped, c.vth, c.bias
             ref, role = w_eff * scale, "readout" if readout else "hidden"
             theta = float("nan") if readout else lay.neuron.theta
             hi, lo = input_bound(wq, bq)
+            for sk, q, ws in zip(lay.skips, c.skips, skip_eff):
+                h2, l2 = input_bound(q, np.zeros(q.shape[0], np.int64))
+                hi, lo = hi + h2, lo + l2
+                src = sk.source - int(skip_leading_flatten)
+                qskips.append(QSkip(sk.name, src, q, sk.stride, sk.padding, sk.dilation, sk.groups,
+                                    skip_delay(layers + [QLayer(lay.kind, lay.name, lay.in_shape, lay.out_shape)],
+                                               src, idx)))
+                s_err = _errors(q, ws * scale)[1]
+                if s_err > config.rms_tol:
+                    warn.append(f"shortcut {sk.name}: RMS weight error {100 * s_err:.1f}%")
             bias_max, in_max = int(np.abs(bq).max(initial=0)), int(max(hi.max(), -lo.min()))
             v_init = 0 if readout else quantize_v_init(lay.neuron.v0_frac, vth)
         max_err, rms_err = _errors(wq, ref)
@@ -374,7 +423,7 @@ def quantize(graph, input_range: tuple[Sequence[float], Sequence[float]] | None 
         if role == "hidden" and vth > vth_cap:
             warn.append(f"v saturates {VTH_MAX / vth:.1f}·θ below zero (< {config.v_headroom:g}·θ headroom)")
         layers.append(QLayer(lay.kind, lay.name, lay.in_shape, lay.out_shape, wq, bq, neuron=QNeuron(vth, v_init),
-                             **geo))
+                             skips=tuple(qskips), **geo))
         reports.append(LayerReport(idx, lay.name, lay.kind, role, float(scale), int(k), mant, float(clipped),
                                    max_err, rms_err, float(theta), int(vth),
                                    int(np.rint(np.mean(v_init))) if isinstance(v_init, np.ndarray) else int(v_init),

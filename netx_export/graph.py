@@ -4,6 +4,11 @@ NetX wires layers strictly in sequence and knows only ``conv``, ``flatten`` and 
 ``input``), each synaptic layer owning one neuron population. So the PyTorch model is traced
 (``torch.fx``, QCFS kept as a leaf) into a chain of leaf modules, and:
 
+* a residual add ``f(x) + g(x)`` before a QCFS becomes a :class:`Skip` of that layer: the longer
+  branch (more layers) stays the chain, the shorter one — identity, or 1x1 conv + BN — becomes a
+  second synapse from the neuron layer at the fork into the same neurons (format extension,
+  docs/residual.md);
+
 * BatchNorm is folded into the conv/linear before it (eval-mode running statistics);
 * Dropout and Identity are dropped (they are identities at inference);
 * every AvgPool is folded into the *following* conv (pool then conv is one strided conv with a
@@ -12,7 +17,7 @@ NetX wires layers strictly in sequence and knows only ``conv``, ``flatten`` and 
 * each QCFS becomes the neuron of the synaptic layer before it: θ = λ, v(0) = φ·θ;
 * the last synaptic layer has no neuron: it produces the logits.
 
-Everything else (MaxPool, ReLU or other activations, residual adds, unknown modules) is refused
+Everything else (MaxPool, ReLU or other activations, concatenations, unknown modules) is refused
 with a :class:`~netx_export.errors.ExportError` naming the module. Each fold is checked numerically
 against the PyTorch modules it replaces (:func:`fold_error`), and :func:`check_graph` compares the
 whole graph's ANN forward with the model's.
@@ -38,7 +43,7 @@ from qcfs2lava.qcfs import QCFS
 from .conv import conv_output_shape
 from .errors import ExportError
 
-__all__ = ["Neuron", "Conv", "Dense", "Flatten", "Layer", "Graph", "trace", "calibrate_graph", "fold_batchnorm",
+__all__ = ["Neuron", "Skip", "Conv", "Dense", "Flatten", "Layer", "Graph", "trace", "skip_forward", "calibrate_graph", "fold_batchnorm",
            "box_kernel", "compose_prefilter_conv", "compose_prefilter_dense", "fold_error",
            "graph_forward", "layer_forward", "check_graph", "conv_output_shape"]
 
@@ -72,6 +77,22 @@ class Neuron:
 
 
 @dataclass(frozen=True, eq=False)
+class Skip:
+    """A residual shortcut into a layer's neurons: a conv on the output of the earlier neuron layer
+    ``source`` (an index into ``Graph.layers``), summed into the current with the layer's own synapse,
+    as the ANN adds before its activation. An identity shortcut is a depthwise 1x1 conv of ones.
+    The shortcut's folded bias (its BN shift) is already part of the layer's bias."""
+    name: str
+    source: int
+    weight: np.ndarray             # [C_out, C_in/groups, kH, kW], float64
+    stride: Pair
+    padding: Pair
+    dilation: Pair
+    groups: int
+    in_shape: Shape
+
+
+@dataclass(frozen=True, eq=False)
 class Conv:
     name: str                      # the PyTorch module(s) it came from, e.g. "features.3+features.4"
     weight: np.ndarray             # [C_out, C_in/groups, kH, kW], float64
@@ -83,6 +104,7 @@ class Conv:
     in_shape: Shape
     out_shape: Shape
     neuron: Neuron | None
+    skips: tuple[Skip, ...] = ()
 
     kind = "conv"
 
@@ -95,6 +117,7 @@ class Dense:
     in_shape: Shape                # (N_in, 1, 1)
     out_shape: Shape               # (N_out, 1, 1)
     neuron: Neuron | None
+    skips: tuple[Skip, ...] = ()   # always empty: shortcuts into dense layers are refused
 
     kind = "dense"
 
@@ -113,7 +136,8 @@ Layer = Union[Conv, Dense, Flatten]
 
 @dataclass(frozen=True, eq=False)
 class Graph:
-    """A sequential QCFS network: ``layers`` run in order on an input of ``input_shape``."""
+    """A QCFS network: ``layers`` run in order on an input of ``input_shape``, each fed by the one
+    before it and, for residual networks, by its :class:`Skip` shortcuts from earlier layers."""
     input_shape: Shape
     layers: tuple[Layer, ...]
     L: int
@@ -123,6 +147,10 @@ class Graph:
     @property
     def synaptic(self) -> list[Conv | Dense]:
         return [lay for lay in self.layers if not isinstance(lay, Flatten)]
+
+    @property
+    def residual(self) -> bool:
+        return any(getattr(lay, "skips", ()) for lay in self.layers)
 
 
 # --------------------------------------------------------------------------- pure fold math
@@ -206,47 +234,116 @@ _FLATTEN_FUNCS = {torch.flatten}
 _DROPS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
 
 
-def _leaf_chain(model: nn.Module) -> list[tuple[str, nn.Module | str]]:
-    """The model as a chain of (name, leaf module); ``"flatten"`` stands for a functional flatten.
+@dataclass
+class _Shortcut:
+    """Chain item for a residual add: the shorter branch, from the fork node to the add."""
+    add: str                        # the add node's name
+    fork: str                       # the fork node: the QCFS module whose output both branches read
+    names: list[str]
+    modules: list[nn.Module]
 
-    Refuses anything that is not a single chain (residual adds, concatenations, reused outputs)."""
+
+_ADDS = (operator.add, torch.add, operator.iadd)
+ChainItem = tuple[str, Union[nn.Module, str, _Shortcut]]
+
+
+def _leaf_chain(model: nn.Module) -> list[ChainItem]:
+    """The model as a chain of (name, leaf module); ``"flatten"`` stands for a functional flatten and
+    a :class:`_Shortcut` for a residual add (its longer branch is the chain, see the module docstring).
+
+    Refuses anything else that is not a chain (concatenations, reused outputs, several inputs)."""
     try:
         graph = _Tracer().trace(model)
     except Exception as e:  # noqa: BLE001 - data-dependent control flow etc.
         raise ExportError(f"cannot trace {type(model).__name__}.forward into a layer sequence "
                           f"({str(e).splitlines()[0][:120]})") from None
     modules = dict(model.named_modules())
-    chain: list[tuple[str, nn.Module | str]] = []
-    prev: torch.fx.Node | None = None
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if prev is not None:
-                raise ExportError("models with more than one input cannot be exported")
-            prev = node
-            continue
-        if node.op == "output":
-            break
+    nodes = list(graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise ExportError("models with more than one input cannot be exported")
+    out = next(n for n in nodes if n.op == "output")
+    memo: dict[torch.fx.Node, list[tuple[torch.fx.Node, ChainItem]]] = {}
+
+    def item(node: torch.fx.Node) -> ChainItem:
         if node.op == "get_attr":
             raise ExportError(f"{_owner(node)} reads a parameter in forward(); only layer modules can be exported")
-        ins = [a for a in node.all_input_nodes]
-        if len(ins) != 1 or ins[0] is not prev or len(prev.users) != 1:
-            what = "a residual/skip connection" if node.target in (operator.add, torch.add, operator.iadd) \
-                else "a branch (its input is not the previous layer's output)"
-            raise ExportError(f"module {_owner(node, container=True)} has {what}; residual networks need their own "
-                              "exporter (a later issue), NetX wires layers strictly in sequence")
         if node.op == "call_module":
-            chain.append((str(node.target), modules[str(node.target)]))
-        elif (node.op == "call_function" and node.target in _FLATTEN_FUNCS) or \
+            return (str(node.target), modules[str(node.target)])
+        if (node.op == "call_function" and node.target in _FLATTEN_FUNCS) or \
                 (node.op == "call_method" and node.target == "flatten"):
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             if start != 1:
                 raise ExportError(f"flatten in {_owner(node)} must start at dim 1, got {start}")
-            chain.append((f"{node.name}", "flatten"))
+            return (node.name, "flatten")
+        tgt = getattr(node.target, "__name__", node.target)
+        raise ExportError(f"operation '{tgt}' in {_owner(node)} is not a layer module NetX can represent")
+
+    def chain(node: torch.fx.Node) -> list[tuple[torch.fx.Node, ChainItem]]:
+        # Iterative over single-input runs (deep nets), recursive only at adds.
+        run: list[torch.fx.Node] = []
+        while node not in memo and node.op != "placeholder" and not \
+                (node.op == "call_function" and node.target in _ADDS):
+            ins = node.all_input_nodes
+            if len(ins) != 1:
+                raise ExportError(f"module {_owner(node, container=True)} has a branch with {len(ins)} inputs; "
+                                  "only residual adds and single-input layers can be exported")
+            run.append(node)
+            node = ins[0]
+        if node in memo:
+            base = memo[node]
+        elif node.op == "placeholder":
+            base = []
         else:
-            tgt = getattr(node.target, "__name__", node.target)
-            raise ExportError(f"operation '{tgt}' in {_owner(node)} is not a layer module NetX can represent")
-        prev = node
-    return chain
+            base = _add(node)
+            memo[node] = base
+        for n in reversed(run):
+            base = base + [(n, item(n))]
+            memo[n] = base
+        return base
+
+    def _add(node: torch.fx.Node) -> list[tuple[torch.fx.Node, ChainItem]]:
+        ins = node.all_input_nodes
+        if len(ins) != 2 or len(node.args) != 2 or node.kwargs:
+            raise ExportError(f"the add in {_owner(node, container=True)} must have exactly two tensor operands")
+        a, b = chain(ins[0]), chain(ins[1])
+        k = 0
+        while k < min(len(a), len(b)) and a[k][0] is b[k][0]:
+            k += 1
+        main, short = (a, b) if len(a) - k >= len(b) - k else (b, a)
+        if len(main) == k:
+            raise ExportError(f"the add in {_owner(node, container=True)} adds a tensor to itself")
+        where = f"the residual add in {_owner(node, container=True)}"
+        if k == 0:
+            raise ExportError(f"{where} has a branch from the network input; the input is injected as a bias, "
+                              "so shortcuts must start at a neuron layer (QCFS)")
+        fork_item = main[k - 1][1]
+        if not isinstance(fork_item[1], QCFS):
+            raise ExportError(f"{where}: its branches split after '{fork_item[0]}', not after a QCFS "
+                              "activation; shortcuts must start at a neuron layer")
+        rest = short[k:]
+        for _, (nm, mod) in rest:
+            if not isinstance(mod, (nn.Conv2d, nn.BatchNorm2d) + _DROPS):
+                raise ExportError(f"{where}: its shortcut contains '{nm}' ({type(mod).__name__}); only identity or "
+                                  "conv + BatchNorm shortcuts can be exported")
+        return main + [(node, (node.name, _Shortcut(node.name, fork_item[0], [nm for _, (nm, _m) in rest],
+                                                    [m for _, (_n, m) in rest])))]
+
+    res = out.all_input_nodes
+    if len(res) != 1:
+        raise ExportError("the model must return one tensor")
+    items = chain(res[0])
+    # Every node the chain does not contain must belong to some shortcut (else its result is unused
+    # or a branch we did not follow).
+    covered = {n for n, _ in items}
+    for n, (nm, it) in items:
+        if isinstance(it, _Shortcut):
+            covered.update(m for m in nodes if m.op == "call_module" and str(m.target) in it.names)
+    for n in nodes:
+        if n.op in ("call_module", "call_function", "call_method") and n not in covered:
+            raise ExportError(f"module {_owner(n, container=True)}: output of '{n.name}' does not reach the "
+                              "logits along a chain or a residual shortcut")
+    return [it for _, it in items]
 
 
 @dataclass
@@ -264,6 +361,8 @@ class _Pending:
     in_shape: Shape = (0, 0, 0)
     out_shape: Shape = (0, 0, 0)
     bn_done: bool = False
+    skips: list[Skip] = dataclasses.field(default_factory=list)
+    skip_bias: np.ndarray | float = 0.0
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -287,18 +386,71 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, check: bool = True, t
     L_phi: set[tuple[int, float]] = set()
     flat_pending: tuple[str, Shape] | None = None   # a Flatten seen, its dense not yet
     checks: list[tuple[str, float]] = []
+    neuron_at: dict[str, int] = {}          # QCFS module name -> index of its layer (shortcut sources)
+
+    def shortcut(sc: _Shortcut) -> None:
+        assert pend is not None
+        where = f"residual add '{sc.add}'"
+        if pend.kind != "conv" or pre is not None or flat_pending is not None:
+            raise ExportError(f"{where} must directly follow a conv (+ BatchNorm) branch")
+        src = neuron_at[sc.fork]
+        src_shape = layers[src].out_shape
+        convs = [m for m in sc.modules if isinstance(m, nn.Conv2d)]
+        bns = [m for m in sc.modules if isinstance(m, nn.BatchNorm2d)]
+        core = [m for m in sc.modules if not isinstance(m, _DROPS)]
+        if not convs:
+            if bns:
+                raise ExportError(f"{where}: a BatchNorm without a conv on the shortcut cannot be folded")
+            c = src_shape[0]
+            w, b = np.ones((c, 1, 1, 1)), np.zeros(c)
+            stride, padding, dilation, groups = (1, 1), (0, 0), (1, 1), c
+        else:
+            if core[0] is not convs[0] or len(convs) > 1 or len(bns) > 1 or (bns and core[1] is not bns[0]):
+                raise ExportError(f"{where}: a shortcut must be identity or one conv (+ one BatchNorm)")
+            cv = convs[0]
+            if cv.padding_mode != "zeros" or isinstance(cv.padding, str):
+                raise ExportError(f"{where}: shortcut conv padding must be numeric zero padding")
+            w = _np(cv.weight)
+            b = _np(cv.bias) if cv.bias is not None else np.zeros(w.shape[0])
+            if bns:
+                bn = bns[0]
+                if bn.running_mean is None:
+                    raise ExportError(f"{where}: shortcut BatchNorm has no running statistics")
+                gamma = _np(bn.weight) if bn.weight is not None else np.ones(bn.num_features)
+                beta = _np(bn.bias) if bn.bias is not None else np.zeros(bn.num_features)
+                w, b = fold_batchnorm(w, b, gamma, beta, _np(bn.running_mean), _np(bn.running_var), float(bn.eps))
+            stride, padding, dilation, groups = _pair(cv.stride), _pair(cv.padding), _pair(cv.dilation), int(cv.groups)
+            if cv.in_channels != src_shape[0]:
+                raise ExportError(f"{where}: shortcut conv expects {cv.in_channels} channels, gets {src_shape[0]}")
+        out = conv_output_shape(src_shape, w.shape[0], w.shape[2:], stride, padding, dilation)
+        if out != pend.out_shape:
+            raise ExportError(f"{where}: the shortcut gives {out}, the conv branch {pend.out_shape}; they must "
+                              "match to be added")
+        sk = Skip("+".join(sc.names) or f"identity:{sc.fork}", src, w, stride, padding, dilation, groups, src_shape)
+        if check and convs:
+            err = fold_error(sc.modules, Conv(sk.name, w, b, stride, padding, dilation, groups, src_shape, out, None),
+                             src_shape)
+            checks.append((sk.name, err))
+            if err > tol:
+                raise ExportError(f"folding shortcut {sk.name} changed its output (relative error {err:.2e})")
+        pend.skips.append(sk)
+        pend.bias = pend.bias + b
+        pend.skip_bias = pend.skip_bias + b
+        pend.names.append(sc.add)
 
     def close(neuron: Neuron | None) -> None:
         nonlocal pend
         assert pend is not None
         if pend.kind == "conv":
             lay: Layer = Conv("+".join(pend.names), pend.weight, pend.bias, pend.stride, pend.padding,
-                              pend.dilation, pend.groups, pend.in_shape, pend.out_shape, neuron)
+                              pend.dilation, pend.groups, pend.in_shape, pend.out_shape, neuron, tuple(pend.skips))
         else:
             lay = Dense("+".join(pend.names), pend.weight, pend.bias, (pend.weight.shape[1], 1, 1), pend.out_shape,
                         neuron)
         if check:
-            err = fold_error(pend.modules, lay, pend.in_shape)
+            # The skips' folded shifts are in the layer's bias: check the main path without them.
+            own = dataclasses.replace(lay, bias=pend.bias - pend.skip_bias) if pend.skips else lay
+            err = fold_error(pend.modules, own, pend.in_shape)
             checks.append((lay.name, err))
             if err > tol:
                 raise ExportError(f"folding {lay.name} changed its output (relative error {err:.2e}); "
@@ -307,6 +459,11 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, check: bool = True, t
         pend = None
 
     for name, mod in chain:
+        if isinstance(mod, _Shortcut):
+            if pend is None:
+                raise ExportError(f"residual add '{name}' does not follow a conv branch")
+            shortcut(mod)
+            continue
         label = f"'{name}' ({type(mod).__name__ if not isinstance(mod, str) else 'flatten'})"
         if isinstance(mod, _DROPS):
             if pend is not None:
@@ -385,6 +542,9 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, check: bool = True, t
                 shape = (w.shape[0], 1, 1)
             continue
         if isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if pend is not None and pend.skips:
+                raise ExportError(f"module {label} comes after a residual add; fold it into both branches "
+                                  "(BatchNorm before the add) to export")
             if pend is None or pend.bn_done or len(pend.modules) and isinstance(pend.modules[-1], _DROPS):
                 raise ExportError(f"module {label} does not directly follow a conv/linear layer; "
                                   "only BatchNorm right after a conv or linear can be folded")
@@ -405,6 +565,7 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, check: bool = True, t
             pend.modules.append(mod)
             pend.names.append(name)
             close(Neuron(float(mod.lam.detach().clamp(min=1e-3)), float(mod.phi)))
+            neuron_at[name] = len(layers) - 1
             continue
         if isinstance(mod, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
             if pend is not None:
@@ -515,6 +676,12 @@ def layer_forward(lay: Layer, x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1)
 
 
+def skip_forward(skip: Skip, x: torch.Tensor) -> torch.Tensor:
+    """The shortcut's contribution to its layer's current (no bias: that is in the layer's bias)."""
+    return F.conv2d(x, torch.from_numpy(skip.weight).to(x.dtype), None, skip.stride, skip.padding, skip.dilation,
+                    skip.groups)
+
+
 @torch.no_grad()
 def fold_error(modules: Sequence[nn.Module | str], layer: Conv | Dense, in_shape: Shape, n: int = 4,
                seed: int = 0) -> float:
@@ -542,15 +709,23 @@ def fold_error(modules: Sequence[nn.Module | str], layer: Conv | Dense, in_shape
 def graph_forward(graph: Graph, x: torch.Tensor,
                   on_input: Callable[[Layer, torch.Tensor], None] | None = None) -> torch.Tensor:
     """The graph as an ANN (QCFS activations, float64): ``λ·clip(⌊z·L/λ + φ⌋/L, 0, 1)`` per neuron.
-    ``on_input(layer, h)`` sees every layer's input (calibration statistics)."""
+    ``on_input(layer, h)`` sees every layer's input (calibration statistics); shortcut inputs are the
+    outputs of their source layers. Residual layers add their :class:`Skip` currents before the neuron."""
     h = x.double()
-    for lay in graph.layers:
+    sources = {sk.source for lay in graph.layers for sk in getattr(lay, "skips", ())}
+    kept: dict[int, torch.Tensor] = {}
+    for i, lay in enumerate(graph.layers):
         if on_input is not None:
             on_input(lay, h)
-        h = layer_forward(lay, h)
+        z = layer_forward(lay, h)
+        for sk in getattr(lay, "skips", ()):
+            z = z + skip_forward(sk, kept[sk.source])
+        h = z
         if not isinstance(lay, Flatten) and lay.neuron is not None:
             lam = lay.neuron.theta
             h = lam * torch.clamp(torch.floor(h * graph.L / lam + graph.phi) / graph.L, 0.0, 1.0)
+        if i in sources:
+            kept[i] = h
     return h
 
 

@@ -7,6 +7,7 @@ array or a scalar string; ``weight``/``bias`` are cast with ``astype(int)``; lay
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 
 from .errors import NetxFileError
 from .fixedpoint import (BIAS_MAX, DENSE_MAX_EXPONENT, INPUT_LIMIT, MANT_MAX, MANT_MIN, OUTPUT_VTH, VTH_MAX,
-                         InputDrive, LayerReport, QLayer, QNetwork, QNeuron, input_bound)
+                         InputDrive, LayerReport, QLayer, QNetwork, QNeuron, QSkip, input_bound, skip_delay)
 from .conv import conv_output_shape
 from .hdf5_write import FORMAT, FORMAT_VERSION
 
@@ -66,6 +67,31 @@ def _v_init(v) -> int | np.ndarray:
     return int(a) if a.ndim == 0 else a.astype(np.int64).reshape(-1)
 
 
+def _read_skips(g: h5py.Group, index: dict[int, int], where: str) -> tuple[QSkip, ...]:
+    """Layer group ``g``'s residual shortcuts (format version 2); sources mapped to list indices."""
+    if "skip" not in g:
+        return ()
+    out = []
+    for k in sorted(g["skip"].keys(), key=lambda s: int(s) if s.isdigit() else -1):
+        h = g["skip"][k]
+        try:
+            kind = _str(h["type"])
+            if kind != "conv":
+                raise NetxFileError(f"{where}: shortcut {k} has type '{kind}'; only 'conv' shortcuts exist")
+            src = int(h["source"][()])
+            if src not in index:
+                raise NetxFileError(f"{where}: shortcut {k} reads layer {src}, which is not an earlier layer")
+            w = np.asarray(h["weight"][()]).astype(np.int64)
+            if w.ndim != 4:
+                raise NetxFileError(f"{where}: shortcut {k} weight has shape {w.shape}, expected 4 axes")
+            name = _str(h["name"]) if "name" in h else f"skip{k}"
+            out.append(QSkip(name, index[src], w, _pair(_val(h, "stride"), (1, 1)), _pair(_val(h, "padding")),
+                             _pair(_val(h, "dilation"), (1, 1)), int(_val(h, "groups", 1)), int(h["delay"][()])))
+        except KeyError as e:
+            raise NetxFileError(f"{where}: shortcut {k} lacks {e}") from None
+    return tuple(out)
+
+
 def read_layers(path: str) -> tuple[tuple[int, int, int] | None, list[QLayer]]:
     """The conv/dense/flatten layers of any NetX file, in integer units, plus the `input` layer's
     shape if there is one. Our neuron keys (vInit) are read when present; other neuron types keep
@@ -75,6 +101,7 @@ def read_layers(path: str) -> tuple[tuple[int, int, int] | None, list[QLayer]]:
         input_shape = None
         layers: list[QLayer] = []
         prev_shape: tuple[int, int, int] | None = None
+        index: dict[int, int] = {}          # file layer index -> index in `layers` (an `input` layer has none)
         for k in keys:
             g = f["layer"][k]
             kind = _str(g["type"])
@@ -110,7 +137,8 @@ def read_layers(path: str) -> tuple[tuple[int, int, int] | None, list[QLayer]]:
                     geo = dict(stride=_pair(_val(g, "stride"), (1, 1)), padding=_pair(_val(g, "padding")),
                                dilation=_pair(_val(g, "dilation"), (1, 1)), groups=int(_val(g, "groups", 1)))
                 lay = QLayer(kind, k, in_shape, shape, w.astype(np.int64), bias.astype(np.int64), neuron=neuron,
-                             **geo)  # type: ignore[arg-type]
+                             skips=_read_skips(g, index, f"{path}: layer {k}"), **geo)  # type: ignore[arg-type]
+            index[int(k)] = len(layers)
             layers.append(lay)
             prev_shape = lay.shape
         return input_shape, layers
@@ -154,8 +182,7 @@ def read_netx(path: str) -> QNetwork:
                    for r in json.loads(raw.pop("quantization_report", "[]")))
     raw.pop("drive", None)
     names = raw.get("layers", {}).get("name", [])
-    layers = [QLayer(lay.kind, names[i] if i < len(names) else lay.name, lay.in_shape, lay.shape, lay.weight,
-                     lay.bias, lay.stride, lay.padding, lay.dilation, lay.groups, lay.neuron)
+    layers = [dataclasses.replace(lay, name=names[i] if i < len(names) else lay.name)
               for i, lay in enumerate(layers)]
     meta = {k: v for k, v in raw.items() if k not in ("layers", "input_range")}
     if "input_range" in raw:
@@ -163,17 +190,50 @@ def read_netx(path: str) -> QNetwork:
     shape = tuple(int(s) for s in raw.get("input_shape", input_shape or ()))
     # The first layer's in_shape is the network input (read_layers cannot know it without an input layer).
     if layers:
-        first = layers[0]
-        layers[0] = QLayer(first.kind, first.name, shape, first.shape, first.weight, first.bias, first.stride,  # type: ignore[arg-type]
-                           first.padding, first.dilation, first.groups, first.neuron)
+        layers[0] = dataclasses.replace(layers[0], in_shape=shape)
         for i in range(1, len(layers)):
-            lay = layers[i]
-            layers[i] = QLayer(lay.kind, lay.name, layers[i - 1].shape, lay.shape, lay.weight, lay.bias, lay.stride,
-                               lay.padding, lay.dilation, lay.groups, lay.neuron)
+            layers[i] = dataclasses.replace(layers[i], in_shape=layers[i - 1].shape)
     return QNetwork(shape, tuple(layers), drive, meta, report)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- validation
+def _mantissa_ok(w: np.ndarray) -> bool:
+    nz = np.abs(w[w != 0])
+    k = int(np.log2(nz & -nz).min()) if nz.size else 0   # largest power of two dividing every weight
+    return not (nz.size and (np.any(w >> k < MANT_MIN) or np.any(w >> k > MANT_MAX)))
+
+
+def _validate_skips(net: QNetwork, i: int, where: str) -> list[str]:
+    """Layer i's shortcuts: an earlier spiking conv source, matching shapes, 8-bit weights, aligned delay."""
+    lay, problems = net.layers[i], []
+    if lay.skips and lay.kind != "conv":
+        return [f"{where}: shortcuts into a {lay.kind} layer are not supported (conv layers only)"]
+    readout = net.synaptic[-1] if net.synaptic else None
+    for k, sk in enumerate(lay.skips):
+        at = f"{where}, shortcut {k} ({sk.name})"
+        if not 0 <= sk.source < i:
+            problems.append(f"{at}: source {sk.source} is not an earlier layer")
+            continue
+        src = net.layers[sk.source]
+        if src.kind == "flatten" or src.neuron is None or src is readout:
+            problems.append(f"{at}: source layer {sk.source} is not a spiking layer")
+            continue
+        w = sk.weight
+        if w.ndim != 4 or w.shape[0] != lay.shape[0] or w.shape[1] * sk.groups != src.shape[0]:
+            problems.append(f"{at}: weight {w.shape} does not map layer {sk.source}'s {src.shape} to {lay.shape}")
+            continue
+        got = conv_output_shape(tuple(src.shape), w.shape[0], w.shape[2:], sk.stride, sk.padding, sk.dilation)
+        if got != tuple(lay.shape):
+            problems.append(f"{at}: produces {got}, the layer is {lay.shape}")
+        if not _mantissa_ok(w):
+            problems.append(f"{at}: weights are not m·2^k with m in [-128, 127]")
+        expect = skip_delay(net.layers, sk.source, i)
+        if sk.delay != expect:
+            problems.append(f"{at}: delay {sk.delay}, but the main path from layer {sk.source} needs {expect} "
+                            "(spikes of both paths must arrive together)")
+    return problems
+
+
 def validate(net: QNetwork) -> list[str]:
     """Every way ``net`` breaks NetX's reader or Loihi's fixed-point limits (empty list: valid)."""
     problems: list[str] = []
@@ -209,8 +269,8 @@ def validate(net: QNetwork) -> list[str]:
         if b.shape != (w.shape[0],):
             problems.append(f"{where}: bias shape {b.shape}, expected ({w.shape[0]},)")
         nz = np.abs(w[w != 0])
-        k = int(np.log2(nz & -nz).min()) if nz.size else 0   # largest power of two dividing every weight
-        if nz.size and (np.any(w >> k < MANT_MIN) or np.any(w >> k > MANT_MAX)):
+        k = int(np.log2(nz & -nz).min()) if nz.size else 0
+        if not _mantissa_ok(w):
             problems.append(f"{where}: weights are not m·2^k with m in [-128, 127]")
         if lay.kind == "dense" and k > DENSE_MAX_EXPONENT and nz.size and w.min() < 0 < w.max():
             problems.append(f"{where}: dense weight exponent {k} > {DENSE_MAX_EXPONENT}")
@@ -227,8 +287,14 @@ def validate(net: QNetwork) -> list[str]:
             problems.append(f"{where}: vInit {v0.min() if v0.min() < 0 else v0.max()} outside [0, vThMant)")
         if (n.i_decay, n.v_decay) != (4096, 0):
             problems.append(f"{where}: iDecay/vDecay {n.i_decay}/{n.v_decay}, expected 4096/0 (IF, no leak)")
+        problems += _validate_skips(net, i, where)
         if lay is not syn[0]:
             hi, lo = input_bound(w, b)
+            for sk in lay.skips:
+                if sk.source < len(net.layers):
+                    h2, l2 = input_bound(sk.weight, np.zeros(sk.weight.shape[0], np.int64))
+                    if h2.shape == hi.shape:
+                        hi, lo = hi + h2, lo + l2
             limit = OUTPUT_VTH if lay is syn[-1] else INPUT_LIMIT
             if hi.max() >= limit or lo.min() <= -limit:
                 problems.append(f"{where}: worst-case per-step input {int(max(hi.max(), -lo.min()))} ≥ {limit} "

@@ -12,6 +12,10 @@ Layout (what ``lava.lib.dl.netx.hdf5.Network`` reads, see docs/lava-netx-notes.m
                      refDelay 1, gradedSpike False             (never messageBits: it breaks NetX)
                      vInit: int64 scalar, or int64 (C,) per output channel (per neuron for dense)
                      after low-T calibration (ours; NetX ignores it, our IF_SUB hook reads it)
+    layer/<i>/skip/<k>/…  (format version 2, ours; NetX ignores it) residual shortcut k into layer i's
+                     neurons: type b'conv', source (int64: index of the layer whose spikes it reads),
+                     weight int32 [C_out, C_in/g, kH, kW], stride, padding, dilation, groups,
+                     delay (int64: extra steps on Lava/Loihi, see docs/residual.md)
     simulation/Ts 1, simulation/tSample = recommended T        (optional, ignored by NetX)
     metadata/…                                                 (ours; NetX reads only `layer`)
 
@@ -36,7 +40,7 @@ from .fixedpoint import QLayer, QNetwork
 __all__ = ["FORMAT", "FORMAT_VERSION", "write_netx"]
 
 FORMAT = "qcfs2lava-netx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                  # 1: sequential; 2: + layer/<i>/skip (residual shortcuts)
 
 
 def _type(g: h5py.Group, name: str) -> None:
@@ -77,6 +81,19 @@ def _write_layer(g: h5py.Group, lay: QLayer) -> None:
         n["vInit"] = np.int64(lay.neuron.v_init)
     n["refDelay"] = np.int64(1)
     n["gradedSpike"] = False
+    if lay.skips:
+        sg = g.create_group("skip")
+        for k, sk in enumerate(lay.skips):
+            h = sg.create_group(str(k))
+            _type(h, "conv")
+            _str_array(h, "name", [sk.name])
+            h["source"] = np.int64(sk.source)
+            h.create_dataset("weight", data=sk.weight.astype(np.int32))
+            h["stride"] = np.asarray(sk.stride, dtype=np.int64)
+            h["padding"] = np.asarray(sk.padding, dtype=np.int64)
+            h["dilation"] = np.asarray(sk.dilation, dtype=np.int64)
+            h["groups"] = np.int64(sk.groups)
+            h["delay"] = np.int64(sk.delay)
 
 
 def _put(g: h5py.Group, key: str, value: Any) -> None:
@@ -99,7 +116,9 @@ def _write_metadata(f: h5py.File, net: QNetwork) -> None:
     from qcfs2lava import __version__
     m = f.create_group("metadata")
     meta = dict(net.metadata)
-    meta.update(format=FORMAT, format_version=FORMAT_VERSION, tool_version=__version__,
+    # Sequential files stay version 1, so readers that predate shortcuts keep reading them.
+    version = FORMAT_VERSION if any(lay.skips for lay in net.layers) else 1
+    meta.update(format=FORMAT, format_version=version, tool_version=__version__,
                 input_shape=list(net.input_shape))
     for key in ("format", "format_version", "tool_version", "source_sha256", "source", "arch", "dataset", "L",
                 "phi", "recommended_T", "v_headroom", "input_shape", "class_names", "normalization",

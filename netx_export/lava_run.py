@@ -201,6 +201,11 @@ def build_network(path: str, drive: np.ndarray, T: int, timing: str = "lava", ta
             raise ValueError(f"layer {i}: neuron {type(neu).__name__} is not IF_SUB (file not written by qcfs2lava?)")
         neu.reset_offset.init = (offsets[i] + 1) % T
         neu.flush.init = int(timing == "lava")
+    if any(lay.skips for lay in qnet.layers):
+        if tag != "fixed_pt":
+            raise ValueError("residual networks (shortcuts) run in Lava with tag='fixed_pt' only")
+        from .lava_skips import wire_shortcuts
+        wire_shortcuts(list(net.layers), qnet, T, offsets, flush=timing == "lava")
     first = net.layers[0].neuron
     sched = _whc(drive.reshape((n,) + tuple(syn[0].shape))) if syn[0].kind == "conv" else drive.reshape(n, -1)
     if tag == "fixed_pt":

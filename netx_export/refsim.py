@@ -19,6 +19,10 @@ it received at step t−1 (Lava's and Loihi's behaviour), so the readout lags th
 per synaptic layer after the first. The first layer is driven by its bias (the host-computed input
 drive, :func:`netx_export.fixedpoint.input_drive`), which needs no synapse and so has no delay.
 
+Residual shortcuts (:class:`~netx_export.fixedpoint.QSkip`) add a conv of their source layer's
+spikes to the layer's input: of the same step (aligned), or, in Lava timing, of step t − 1 − delay,
+so that both paths into a neuron carry spikes the source emitted at the same step.
+
 Readout (last layer): the summed input ``vThMant·(spikes so far) + v/64 − vInit``, i.e. t times the
 float SNN's mean logits (scaled by σ), predictions = its argmax at every t.
 """
@@ -102,6 +106,10 @@ def _synapse(lay: QLayer, x: np.ndarray) -> np.ndarray:
     return int_dense(x, lay.weight).reshape((x.shape[0],) + tuple(lay.shape))
 
 
+def _skip_synapse(sk, x: np.ndarray) -> np.ndarray:
+    return int_conv2d(x, sk.weight, sk.stride, sk.padding, sk.dilation, sk.groups)
+
+
 def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = "aligned",
                    record_spikes: bool = False, drive_clipped: int = 0) -> SimResult:
     """Run ``T`` steps with layer 0's per-step bias ``drive`` (int, (N,) + layer-0 shape)."""
@@ -126,6 +134,12 @@ def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = "alig
     fired = {i: np.zeros((n,) + tuple(net.layers[i].shape), np.int64) for i in syn}   # readout needs per-neuron
     rec = {i: [] for i in syn} if record_spikes else None
     last = {i: np.zeros((n,) + tuple(net.layers[i].shape), bool) for i in syn}   # spikes of step t−1
+    # Shortcut sources: past[j][d] = spikes of layer j at step t − 1 − d (lava timing).
+    depth: dict[int, int] = {}
+    for lay in net.layers:
+        for sk in lay.skips:
+            depth[sk.source] = max(depth.get(sk.source, 0), sk.delay + 1)
+    past = {j: [np.zeros((n,) + tuple(net.layers[j].shape), bool) for _ in range(d)] for j, d in depth.items()}
     out = syn[-1]
     lay_out = net.layers[out]
     assert lay_out.neuron is not None
@@ -145,6 +159,8 @@ def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = "alig
                 prev = syn[syn.index(i) - 1]
                 spk = cur[prev] if timing == "aligned" else last[prev]
                 a = _synapse(lay, spk.reshape(n, -1) if lay.kind == "dense" else spk)
+                for sk in lay.skips:
+                    a = a + _skip_synapse(sk, cur[sk.source] if timing == "aligned" else past[sk.source][sk.delay])
                 bias = lay.bias.reshape((1, -1) + (1,) * (len(lay.shape) - 1))
             u, v = state[i]
             u, v, s, sat = lif_step(u, v, a, bias, neu.vth, neu.i_decay - 1, neu.v_decay,
@@ -158,6 +174,8 @@ def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = "alig
             if rec is not None:
                 rec[i].append(s.copy())
         last = cur
+        for j in past:
+            past[j] = [cur[j]] + past[j][:-1]
         v_out = state[out][1]
         logits[t] = (int(lay_out.neuron.vth) * fired[out] + (v_out >> STATE_SHIFT)
                      - v_init_array(lay_out.neuron, lay_out.shape)[None]).reshape(n, -1)

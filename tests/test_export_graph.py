@@ -107,10 +107,11 @@ def test_unrepresentable_modules_are_refused_by_name(bad, needle):
         trace(model, (1, 8, 8))
 
 
-def test_residual_block_is_refused_naming_the_block():
-    model = prepare_ann(build_model("resnet20", 10, 3, 32)).eval()
-    with pytest.raises(ExportError, match=r"'layers\.0' \(BasicBlock\).*residual"):
-        trace(model, (3, 32, 32))
+def test_resnet20_traces_into_a_chain_with_one_shortcut_per_block():
+    model = _randomize_bn(prepare_ann(build_model("resnet20", 10, 3, 32), lam_init=1.0))
+    g = trace(model, (3, 32, 32))
+    assert sum(len(lay.skips) for lay in g.synaptic) == 9 and g.residual
+    assert check_graph(model, g, torch.randn(2, 3, 32, 32)) < 1e-9
 
 
 def test_other_refusals():

@@ -50,7 +50,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .fixedpoint import QLayer, QNetwork
+from .fixedpoint import QLayer, QNetwork, QSkip
 
 __all__ = ["PAPER_FLOP_J", "PAPER_SOP_J", "LOIHI_SOP_J", "LOIHI_NEURON_ACTIVE_J", "LOIHI_NEURON_INACTIVE_J",
            "LOIHI_SPIKE_J", "taps_per_position", "fan_out", "layer_macs", "algorithmic_latency", "LayerCost",
@@ -90,6 +90,12 @@ def fan_out(layer: QLayer) -> np.ndarray:
     cols = taps_per_position(w, wo, kw, layer.stride[1], layer.padding[1], layer.dilation[1])
     per_channel = (c_out // layer.groups) * np.outer(rows, cols)
     return np.broadcast_to(per_channel, (c_in, h, w)).astype(np.int64)
+
+
+def shortcut_layer(sk: QSkip, source: QLayer, target: QLayer) -> QLayer:
+    """A residual shortcut as the conv layer it is (for counting its synapses and MACs)."""
+    return QLayer("conv", sk.name, tuple(source.shape), tuple(target.shape), sk.weight, None, sk.stride, sk.padding,
+                  sk.dilation, sk.groups)
 
 
 def layer_macs(layer: QLayer) -> int:
@@ -215,6 +221,8 @@ def energy_table(net: QNetwork, spikes: Sequence[np.ndarray | float], T: int,
         raise ValueError("T must be >= 1")
     rows: list[LayerCost] = []
     prev: tuple[float, np.ndarray | None] | None = None
+    outs: list[tuple[float, np.ndarray | None]] = []
+    syn_pos = {position[id(lay)]: j for j, lay in enumerate(syn)}
     for j, lay in enumerate(syn):
         neurons = int(np.prod(lay.shape))
         fo = fan_out(lay)
@@ -233,9 +241,20 @@ def energy_table(net: QNetwork, spikes: Sequence[np.ndarray | float], T: int,
                 sops, exact = float(per_neuron @ fo.reshape(-1).astype(np.float64)), True
             else:
                 sops, exact = spikes_in * mean_fo, lay.kind == "dense"
+        for sk in lay.skips:            # a shortcut's synapses are driven by its source layer's spikes
+            sfo = fan_out(shortcut_layer(sk, net.layers[sk.source], lay))
+            s_total, s_per = outs[syn_pos[sk.source]]
+            synapses += int(sfo.sum())
+            if ann_macs is None:
+                macs += layer_macs(shortcut_layer(sk, net.layers[sk.source], lay))
+            if s_per is not None:
+                sops += float(s_per @ sfo.reshape(-1).astype(np.float64))
+            else:
+                sops, exact = sops + s_total * float(sfo.sum()) / sfo.size, False
         rows.append(LayerCost(position[id(lay)], lay.name, lay.kind, neurons, synapses, float(mean_fo), macs,
                               spikes_in, out[0], sops, exact))
         prev = out
+        outs.append(out)
     src = "PyTorch model" if ann_macs is not None else "exported layers (pooling folded)"
     return EnergyTable(tuple(rows), int(T), src)
 

@@ -392,8 +392,13 @@ def inspect(path: str) -> str:
                     n = g["neuron"]
                     lines.append("        neuron " + ", ".join(
                         f"{key}={_describe(n[key])}" for key in n.keys() if isinstance(n[key], h5py.Dataset)))
+                if "skip" in g and isinstance(g["skip"], h5py.Group):      # format version 2: shortcuts
+                    for sk in sorted(g["skip"].keys()):
+                        h = g["skip"][sk]
+                        lines.append(f"        skip {sk}: " + ", ".join(
+                            f"{key}={_describe(h[key])}" for key in h.keys() if isinstance(h[key], h5py.Dataset)))
                 other = [key for key in g.keys() if key not in ("type", "shape", "weight", "bias", "stride",
-                                                                 "padding", "dilation", "groups", "neuron")]
+                                                                 "padding", "dilation", "groups", "neuron", "skip")]
                 if other:
                     lines.append("        also " + ", ".join(
                         f"{key}={_describe(g[key])}" if isinstance(g[key], h5py.Dataset) else f"{key}/"

@@ -58,8 +58,9 @@ def ann_layer_macs(model, input_shape: Sequence[int], net: QNetwork) -> list[int
         mine = [n for n in lay.name.split("+") if n in macs]
         if len(mine) != 1:
             return None
-        out.append(macs[mine[0]])
-        used.add(mine[0])
+        shortcut = [n for sk in lay.skips for n in sk.name.split("+") if n in macs]   # 1x1 conv shortcuts
+        out.append(macs[mine[0]] + sum(macs[n] for n in shortcut))
+        used.update(mine + shortcut)
     return out if used == set(macs) else None
 
 

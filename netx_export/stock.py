@@ -249,6 +249,9 @@ class StockNetwork:
 
 def stock_network(qnet: QNetwork, max_terms: int = 6) -> StockNetwork:
     """Stock-block parameters for every synaptic layer of ``qnet`` (see the module docstring)."""
+    if any(lay.skips for lay in qnet.layers):
+        raise ValueError("stock mode builds sequential networks only; residual networks (format version 2) "
+                         "run with the IF_SUB microcode neuron (--mode microcode)")
     syn = [i for i, lay in enumerate(qnet.layers) if lay.kind != "flatten"]
     out: list[StockLayer] = []
     for j, i in enumerate(syn):

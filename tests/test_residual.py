@@ -224,3 +224,59 @@ def test_lava_fan_in_is_bit_exact_against_refsim(mini, timing):
     # The shortcuts are really wired: without them the reference simulator disagrees with Lava.
     plain = dataclasses.replace(net, layers=tuple(dataclasses.replace(lay, skips=()) for lay in net.layers))
     assert compare(res, refsim.simulate(plain, x[:3], 5, timing, record_spikes=True))["spike_mismatches"] > 0
+
+
+def test_resnet18_export_keeps_every_loihi_range(tmp_path):
+    """ResNet-18 (CIFAR variant, untrained): 8 shortcuts, 3 of them 1x1 stride-2 convs, all delayed by one
+    step, and a file that passes every NetX and Loihi check."""
+    from qcfs2lava.models import build_model
+    model = prepare_ann(build_model("resnet18", 10, 3, 32), L=4, lam_init=2.0).eval()
+    net = quantize(trace(model, (3, 32, 32)), metadata=dict(normalization=dict(mean=[0.5] * 3, std=[0.25] * 3)))
+    path = str(tmp_path / "r18.net")
+    write_netx(net, path)
+    assert validate_file(path) == []
+    skips = [s for lay in net.layers for s in lay.skips]
+    assert len(skips) == 8 and {s.delay for s in skips} == {1}
+    assert sorted(s.weight.shape for s in skips if s.groups == 1) == [(128, 64, 1, 1), (256, 128, 1, 1),
+                                                                        (512, 256, 1, 1)]
+    assert all(r.input_max < (1 << 17) and r.vth <= 131071 for r in net.report)
+
+
+def test_energy_counts_shortcut_synapses(mini):
+    from netx_export.energy import energy_table
+    _, _, net, _, x = mini
+    r = refsim.simulate(net, x, 8, "aligned", record_spikes=True)
+    spikes = [s.sum(0).mean(0) for s in r.spikes]
+    plain = dataclasses.replace(net, layers=tuple(dataclasses.replace(lay, skips=()) for lay in net.layers))
+    with_skips, without = energy_table(net, spikes, 8), energy_table(plain, spikes, 8)
+    # identity shortcut from layer 0 into layer 2: one synapse per source spike
+    assert with_skips.layers[2].sops - without.layers[2].sops == pytest.approx(float(spikes[0].sum()))
+    assert with_skips.layers[4].sops > without.layers[4].sops
+    assert with_skips.layers[2].synapses - without.layers[2].synapses == 4 * 8 * 8
+
+
+def test_cli_export_and_simulate_a_resnet(tmp_path):
+    """The user's path for a residual net: train (one step here), export, simulate in refsim and in Lava
+    with the spike-for-spike comparison."""
+    from conftest import run_cli
+    ck, out = tmp_path / "r20.pt", tmp_path / "r20.net"
+    r = run_cli("train", "--arch", "resnet20", "--dataset", "digits", "--max-steps", "2", "--epochs", "1",
+                "--threads", "1", "--out", ck)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("export", ck, "-o", out, "--calibrate", "64")
+    assert r.returncode == 0, r.stderr
+    assert read_netx(str(out)).metadata["format_version"] == 2
+    r = run_cli("simulate", out, "--dataset", "digits", "--n", "4", "--T", "4")
+    assert r.returncode == 0, r.stderr
+    if _has_lava():
+        r = run_cli("simulate", out, "--backend", "lava", "--compare", "--dataset", "digits", "--n", "2", "--T", "3")
+        assert r.returncode == 0, r.stderr
+        assert " 0 mismatches" in r.stdout and "bit-exact" in r.stdout, r.stdout
+
+
+def _has_lava() -> bool:
+    try:
+        import netx_export.lava  # noqa: F401
+        return True
+    except ImportError:
+        return False

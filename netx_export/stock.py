@@ -74,6 +74,7 @@ from typing import Iterable
 import numpy as np
 
 from .conv import int_conv2d, int_dense
+from .errors import ExportError
 from .fixedpoint import STATE_SHIFT, VTH_MAX, QLayer, QNetwork, input_drive, v_init_array
 from .refsim import TIMINGS, UV_MAX, RefEvaluation, SimResult, decay, wrap_current
 from .refsim import evaluate as _ref_evaluate
@@ -250,8 +251,8 @@ class StockNetwork:
 def stock_network(qnet: QNetwork, max_terms: int = 6) -> StockNetwork:
     """Stock-block parameters for every synaptic layer of ``qnet`` (see the module docstring)."""
     if any(lay.skips for lay in qnet.layers):
-        raise ValueError("stock mode builds sequential networks only; residual networks (format version 2) "
-                         "run with the IF_SUB microcode neuron (--mode microcode)")
+        raise ExportError("stock mode builds sequential networks only; residual networks (format version 2) "
+                          "run with the IF_SUB microcode neuron (--mode microcode)")
     syn = [i for i, lay in enumerate(qnet.layers) if lay.kind != "flatten"]
     out: list[StockLayer] = []
     for j, i in enumerate(syn):

@@ -280,3 +280,25 @@ def _has_lava() -> bool:
         return True
     except ImportError:
         return False
+
+
+def test_hardware_script_runs_resnets_in_microcode_mode_and_refuses_stock(mini, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    _, _, _, path, _ = mini
+    # The mini net has no data set of its own: give the script an 8x8 one-channel data set (digits).
+    script = os.path.join(ROOT, "hardware_runs", "run_on_loihi.py")
+    run = lambda *a: subprocess.run([sys.executable, script, path, "--dataset", "digits", "--T", "4", "--n", "2",  # noqa: E731
+                                     "--out", tmp_path / "r.json", *a], capture_output=True, text=True, cwd=ROOT,
+                                    env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    r = run("--mode", "stock")
+    assert r.returncode == 2 and r.stderr.startswith("run_on_loihi: error: stock mode builds sequential"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+    if _has_lava():
+        r = run("--mode", "microcode")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.load(open(tmp_path / "r.json"))["n"] == 2

@@ -155,7 +155,8 @@ def plot(res: dict, path: str) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(60, 90)
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"vgg-small, CIFAR-10 (JPEG copy), L=4, n={res['n']}; calibration target T={res['T_cal']}",
+    ax.set_title(f"{res.get('arch', 'vgg-small')}, CIFAR-10 (JPEG copy), L=4, n={res['n']}; "
+                 f"calibration target T={res['T_cal']}",
                  fontsize=9)
     ax2.axhline(0, color="black", lw=0.8)
     ax2.set_ylabel("accuracy − vanilla QCFS (percentage points)")
@@ -182,7 +183,7 @@ def table(res: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--model", required=True, help="the QCFS study checkpoint (vgg-small, L=4)")
+    p.add_argument("--model", required=True, help="the QCFS study checkpoint (vgg-small or resnet20, L=4)")
     p.add_argument("--noise-model", help="noise fine-tuned checkpoint (trained here if missing; "
                                          "default WORK/vgg_small_noise.pt)")
     p.add_argument("--ft-model", help="control: the same fine-tuning without noise (trained here if missing; "
@@ -215,20 +216,23 @@ def main() -> int:
     sub = D.ArraySplit(test_split.x[:a.n], test_split.y[:a.n], test_split.max_value, test_split.class_names)
     test = list(D.iterate_batches(sub, 250, info))
 
-    noise_path = a.noise_model or os.path.join(a.work, "vgg_small_noise.pt")
-    noise_cmd = (f"qcfs2lava train --arch vgg-small --dataset cifar10 --data-dir {a.data_dir} --init {a.model} "
+    arch = str(ck.meta.get("arch", "vgg-small"))
+    recipe = dict(RECIPE, arch=arch)
+    stem = arch.replace("-", "_")
+    noise_path = a.noise_model or os.path.join(a.work, f"{stem}_noise.pt")
+    noise_cmd = (f"qcfs2lava train --arch {arch} --dataset cifar10 --data-dir {a.data_dir} --init {a.model} "
                  f"--noise-p {a.noise_p:g} --epochs {a.noise_epochs} --lr {a.noise_lr:g} --label-smoothing 0.1 "
                  f"--no-autoaugment --no-cutout --batch-size 128 --out {noise_path}")
     want = [k for k in ("vanilla", "bias", "v0", "v0-argmin", "both", "ft", "noise", "noise+v0", "noise+both")
             if not a.configs or k in a.configs or k == "vanilla"]
-    ft_path = a.ft_model or os.path.join(a.work, "vgg_small_ft.pt")
+    ft_path = a.ft_model or os.path.join(a.work, f"{stem}_ft.pt")
     ck_ft = None
     if "ft" in want:      # control: the same fine-tuning without noise
         if not os.path.exists(ft_path) or load_checkpoint(ft_path).training_state is not None:
             print(f"== control fine-tuning (no noise) -> {ft_path}", flush=True)
             train(TrainConfig(data_dir=a.data_dir, out=ft_path, epochs=a.noise_epochs, lr=a.noise_lr,
                               init=a.model, resume=True, threads=a.threads,
-                              log=os.path.splitext(ft_path)[0] + ".jsonl", **RECIPE))
+                              log=os.path.splitext(ft_path)[0] + ".jsonl", **recipe))
         ck_ft = load_checkpoint(ft_path)
         if ck_ft.meta.get("init", {}).get("sha256") != ck.sha256 or ck_ft.meta.get("spike_noise"):
             raise SystemExit(f"{ft_path} is not a noise-free fine-tuning of {a.model}")
@@ -239,7 +243,7 @@ def main() -> int:
             print(f"== noise fine-tuning -> {noise_path}", flush=True)
             train(TrainConfig(data_dir=a.data_dir, out=noise_path, epochs=a.noise_epochs, lr=a.noise_lr,
                               init=a.model, noise_p=a.noise_p, resume=True, threads=a.threads,
-                              log=os.path.splitext(noise_path)[0] + ".jsonl", **RECIPE))
+                              log=os.path.splitext(noise_path)[0] + ".jsonl", **recipe))
         ck_noise = load_checkpoint(noise_path)
         if ck_noise.meta.get("init", {}).get("sha256") != ck.sha256:
             raise SystemExit(f"{noise_path} was not fine-tuned from {a.model}")
@@ -308,7 +312,7 @@ def main() -> int:
 
     van = configs[CONFIGS["vanilla"][0]]
     res = dict(
-        commands=commands, model=a.model, model_sha256=ck.sha256,
+        commands=commands, model=a.model, model_sha256=ck.sha256, arch=arch,
         data="CIFAR-10, JPEG-recompressed copy (../shared/data/make_cifar10.py); the first n test images",
         n=a.n, T=a.T, T_cal=Tc, calib_images=a.calib, ann_accuracy=van["ann_accuracy"],
         noise=dict(p=a.noise_p, epochs=a.noise_epochs, lr=a.noise_lr, checkpoint=os.path.basename(noise_path),

@@ -17,6 +17,12 @@ it saturates), |bias| ≤ 4095 (13-bit bias mantissa, bias_exp = 6), and per-ste
 keep k ≤ 1: NetX's dense loader clips mixed-sign weights to [−256, 254]. Only if k = 0 still breaks a
 limit is σ lowered below full mantissa (reported as fewer mantissa bits).
 
+Residual shortcuts (format version 2). A shortcut into layer l from layer j carries j's spikes
+(θ_j each) into l's neurons, so it is quantized in l's units: ``m·2^k' ≈ σ_l·W_skip·θ_j`` with its
+own exponent k' (an identity shortcut is one weight per channel, σ_l·θ_j), and σ_l is chosen so that
+the worst-case input of both synapses together stays below 2^17. Its ``delay`` (:func:`skip_delay`)
+keeps both paths in step on Lava/Loihi (docs/residual.md).
+
 First layer. Its input is the analog image: the host computes ``drive = σ_0·(conv(x, W_0) + b_0)``
 once per sample (float weights, no 8-bit loss), rounds it and injects it as the neurons' constant
 per-step bias — exact for constant input. Hardware allows |drive| ≤ 4095, so σ_0 is chosen from a

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from .fixedpoint import STATE_SHIFT, QNetwork, input_drive
+from .lava_session import Interrupts, shutdown
 
 __all__ = ["TAGS", "TIMINGS", "LavaResult", "LavaNetwork", "build_network", "run_lava", "compare",
            "float_model_map", "float_snn_params", "float_drive"]
@@ -259,61 +259,6 @@ def build_network(path: str, drive: np.ndarray, T: int, timing: str = "lava", ta
 
 
 # --------------------------------------------------------------------------- running
-class _Interrupts:
-    """While active (main thread only): SIGINT/SIGTERM only set a flag, so the run loop can stop
-    Lava between two chunks, where ``net.stop()`` is reliable. Installed before the runtime forks
-    its model processes, which inherit the handler: a terminal Ctrl-C (sent to the whole process
-    group) then cannot kill a model process in the middle of a step."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_Interrupts":
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def _handler(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt          # a second Ctrl-C: give up waiting for the chunk
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt(f"interrupted by signal {self.signum}")
-
-
-def _shutdown(net) -> None:
-    """``net.stop()``; if that fails, terminate the runtime's own model processes and shared memory."""
-    try:
-        net.stop()
-        return
-    except BaseException:
-        pass
-    rt = getattr(net, "_runtime", None)
-    mi = getattr(rt, "_messaging_infrastructure", None)
-    for actor in list(getattr(mi, "actors", []) or []):
-        try:
-            if actor.is_alive():
-                actor.terminate()
-                actor.join(timeout=5) if hasattr(actor, "join") else None
-        except BaseException:
-            pass
-    try:
-        smm = getattr(mi, "smm", None)
-        if smm is not None:
-            smm.shutdown()
-    except BaseException:
-        pass
-
-
 def _extract(ln: LavaNetwork, steps_done: int, record_spikes: bool) -> tuple:
     L, T = len(ln.qnet.synaptic), ln.T
     syn = ln.qnet.synaptic
@@ -385,7 +330,7 @@ def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.nd
     steps = 0
     stopped = None
     try:
-        with _Interrupts() as intr:
+        with Interrupts() as intr:
             ln = build_network(path, drive, T, timing, tag, record_spikes, wd, qnet, float_params, conv, boundary)
             t_built = time.perf_counter()
             intr.check()
@@ -420,7 +365,7 @@ def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.nd
                           t_compiled - t_built, t_run, time.perf_counter() - t_start, stopped)
     finally:
         if ln is not None:
-            _shutdown(ln.net)
+            shutdown(ln.net)
         if own_wd:
             shutil.rmtree(wd, ignore_errors=True)
 

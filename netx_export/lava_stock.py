@@ -35,8 +35,8 @@ step 1 is the settle step, in which no synapse has delivered anything yet):
 One network per sample (≈0.5–1 s of build and compile each) keeps every sample's start exact
 without a stock per-sample reset to u(0) ≠ 0.
 
-Shutdown: every network is stopped in a ``finally`` (:func:`netx_export.lava_run._shutdown`), and
-Ctrl-C / SIGTERM only set a flag checked between samples (:class:`netx_export.lava_run._Interrupts`).
+Shutdown: every network is stopped in a ``finally`` (:func:`netx_export.lava_session.shutdown`), and
+Ctrl-C / SIGTERM only set a flag checked between samples (:class:`netx_export.lava_session.Interrupts`).
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .fixedpoint import STATE_SHIFT, QNetwork, input_drive
-from .lava_run import _Interrupts, _shutdown
+from .lava_session import Interrupts, shutdown
 from .refsim import SimResult
 from .stock import (ALWAYS_ON, RELAY, LifParams, StockLayer, StockNetwork, layer_starts, steps_per_sample,
                     stock_network, unwrap_current)
@@ -266,7 +266,7 @@ def run_stock_lava(net: StockNetwork | QNetwork, x: np.ndarray | None = None, T:
     t_build = t_run = 0.0
     stopped = None
     try:
-        with _Interrupts() as intr:
+        with Interrupts() as intr:
             for k in range(n):
                 t0 = time.perf_counter()
                 sd = os.path.join(wd, f"sample{k}")
@@ -278,7 +278,7 @@ def run_stock_lava(net: StockNetwork | QNetwork, x: np.ndarray | None = None, T:
                                     run_cfg=run_cfg if run_cfg is not None else Loihi2SimCfg(select_tag="fixed_pt"))
                     spikes, lg, ea = _read(snet, sample, T)
                 finally:
-                    _shutdown(sample.root)
+                    shutdown(sample.root)
                 t_build += t1 - t0
                 t_run += time.perf_counter() - t1
                 for j, s in enumerate(spikes):

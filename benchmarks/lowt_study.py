@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import platform
 import sys
@@ -153,7 +154,9 @@ def plot(res: dict, path: str) -> None:
         a.set_xlabel("time steps T")
         a.grid(alpha=0.3, which="both")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(60, 90)
+    # From 5 points below the ANN down to the lowest accuracy any method reaches at T >= 2.
+    low = min(min(r["snn_accuracy"][1:]) for r in res["configs"].values())
+    ax.set_ylim(max(0, 5 * math.floor(20 * low) - 2), min(100, 5 * math.ceil(20 * res["ann_accuracy"]) + 5))
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"{res.get('arch', 'vgg-small')}, CIFAR-10 (JPEG copy), L=4, n={res['n']}; "
                  f"calibration target T={res['T_cal']}",
@@ -199,6 +202,8 @@ def main() -> int:
     p.add_argument("--T", type=int, default=64)
     p.add_argument("--T-fixed", type=int, default=16, help="time steps of the fixed-point runs")
     p.add_argument("--configs", nargs="*", help="only these configuration keys (see CONFIGS in the source)")
+    p.add_argument("--partial", action="store_true",
+                   help="stop after the float evaluations (their results stay in the --work caches)")
     p.add_argument("--fixed", nargs="*", help="also run these configuration keys in fixed point (besides vanilla "
                                               "and the best low-T variant)")
     p.add_argument("--threads", type=int, default=1)
@@ -281,7 +286,7 @@ def main() -> int:
         print(f"{label}: ANN {100 * r['ann_accuracy']:.2f}%  " + "  ".join(
             f"T={t} {100 * r['snn_accuracy'][t - 1]:.2f}" for t in TS if t <= a.T), flush=True)
 
-    if a.configs:
+    if a.partial:
         return 0                                   # partial run: the caches in --work hold its results
     configs_by_key = {r["key"]: lab for lab, r in configs.items()}
     floor = {}                                     # the ANN with L' = 1, 2 quantization levels (see README)

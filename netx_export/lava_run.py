@@ -6,6 +6,8 @@ How a run is built (:func:`build_network`):
 * The file is loaded by lava-dl's own ``lava.lib.dl.netx.hdf5.Network`` with ``IF_SUB`` registered
   (:mod:`netx_export.lava_netx`) and ``reset_interval = T``: every neuron resets (u = 0, v = v(0))
   once per sample.
+* Residual shortcuts (format version 2), which NetX ignores, are added beside its chain by
+  :mod:`netx_export.lava_skips` (fan-in into the layer's neurons, relay neurons for their delay).
 * Input: each sample's host-computed drive (:func:`netx_export.fixedpoint.input_drive`, the same
   integers refsim uses) is layer 0's ``bias_mant`` (Lava order W, H, C). All drives are handed to
   layer 0's neuron as a bias schedule; the neuron loads row k at its k-th reset, so all samples

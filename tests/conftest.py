@@ -36,6 +36,20 @@ def digits_netx(digits_model, tmp_path_factory):
     return out, net, input_drive(net, x).drive, split.y[:3].numpy()
 
 
+def randomize_bn(model, seed=0):
+    """Give every BatchNorm2d non-trivial running statistics and affine parameters (so folds are
+    tested on something other than the identity)."""
+    from torch import nn
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+    return model.eval()
+
+
 def run_cli(*args, cwd=None, env=None):
     """Run ``python -m qcfs2lava`` in a subprocess, as a user would."""
     import subprocess

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomize_bn
 from netx_export.errors import ExportError
 from netx_export.graph import (Conv, Dense, Flatten, box_kernel, check_graph, compose_prefilter_conv,
                                compose_prefilter_dense, fold_batchnorm, trace)
@@ -11,14 +12,7 @@ from qcfs2lava.qcfs import QCFS, prepare_ann
 
 
 def _randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-    return model.eval()
+    return randomize_bn(model, seed)
 
 
 def test_batchnorm_fold_equals_pytorch():

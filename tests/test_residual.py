@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomize_bn
 from netx_export import refsim
 from netx_export.errors import ExportError, NetxFileError
 from netx_export.fixedpoint import quantize, skip_delay
@@ -38,15 +39,7 @@ class MiniResNet(nn.Module):
 
 def _model(seed=0):
     torch.manual_seed(seed)
-    m = prepare_ann(MiniResNet(), L=4, lam_init=1.0)
-    g = torch.Generator().manual_seed(seed)
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.2)
-            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-            mod.weight.data.copy_(torch.rand(mod.num_features, generator=g) + 0.7)
-            mod.bias.data.copy_(torch.rand(mod.num_features, generator=g) * 0.3)
-    return m.eval()
+    return randomize_bn(prepare_ann(MiniResNet(), L=4, lam_init=1.0), seed)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ interrupted run continues. Writes ``benchmarks/results/lowt_study.{json,png,md}`
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -43,7 +42,7 @@ from netx_export.hdf5_write import write_netx                      # noqa: E402
 from netx_export.refsim import evaluate as ref_evaluate            # noqa: E402
 from qcfs2lava import data as D                                    # noqa: E402
 from qcfs2lava.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
+from qcfs2lava.fileio import atomic_write_png, atomic_write_text  # noqa: E402
 from qcfs2lava.lowt import META_KEY, calibrate, calibration_of     # noqa: E402
 from qcfs2lava.progress import Progress                            # noqa: E402
 from qcfs2lava.qcfs import qcfs_layers                             # noqa: E402
@@ -165,9 +164,7 @@ def plot(res: dict, path: str) -> None:
     ax2.set_ylabel("accuracy − vanilla QCFS (percentage points)")
     ax2.set_title("difference to vanilla QCFS (float SNN, same images)", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(path, fig)
 
 
 def table(res: dict) -> str:

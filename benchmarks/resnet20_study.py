@@ -21,7 +21,6 @@ CIFAR-10 copy (``../shared/data/make_cifar10.py``), so accuracies sit slightly b
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -40,7 +39,7 @@ from netx_export.hdf5_write import write_netx                          # noqa: E
 from netx_export.refsim import evaluate as ref_evaluate, simulate      # noqa: E402
 from qcfs2lava import data as D                                        # noqa: E402
 from qcfs2lava.checkpoint import load_checkpoint                       # noqa: E402
-from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text     # noqa: E402
+from qcfs2lava.fileio import atomic_write_png, atomic_write_text     # noqa: E402
 from qcfs2lava.progress import Progress                                # noqa: E402
 from qcfs2lava.snn import evaluate                                     # noqa: E402
 
@@ -114,9 +113,7 @@ def plot(res: dict, path: str) -> None:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"ResNet-20 (QCFS L={res['L']}, {res['epochs']} epochs), CIFAR-10 JPEG copy")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(path, fig)
 
 
 def table(res: dict) -> str:
@@ -203,7 +200,9 @@ def main() -> int:
               "Lava CPU simulator (aligned)": lv,
               "Lava CPU simulator (Lava timing: one step per synapse)": lt},
         machine=dict(cpus=os.cpu_count(), torch=torch.__version__, python=platform.python_version()),
-        seconds=time.perf_counter() - t0)
+        seconds_this_run=time.perf_counter() - t0,
+        seconds_note="wall time of this invocation; parts cached in --work from earlier runs keep their own "
+                     "seconds in their rows")
     atomic_write_text(a.out + ".json", json.dumps(res, indent=1) + "\n")
     plot(res, a.out + ".png")
     atomic_write_text(a.out + ".md", f"Command: `{res['command']}`\n\nTraining: `{res['train_command']}`\n\n"

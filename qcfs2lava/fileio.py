@@ -8,7 +8,7 @@ import os
 import tempfile
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_png"]
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
@@ -49,3 +49,11 @@ def _plain(o: Any) -> Any:
 def atomic_write_json(path: str, obj: Any) -> None:
     """JSON with indentation; NaN becomes null and unknown objects their ``str``."""
     atomic_write_text(path, json.dumps(obj, indent=2, default=_plain) + "\n")
+
+
+def atomic_write_png(path: str, fig: Any, **savefig_kwargs: Any) -> None:
+    """A matplotlib figure as PNG, rendered in memory first: a failed render leaves no file."""
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig_kwargs)
+    atomic_write_bytes(path, buf.getvalue())

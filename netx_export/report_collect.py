@@ -31,27 +31,15 @@ def ann_layer_macs(model, input_shape: Sequence[int], net: QNetwork) -> list[int
     """MACs of one forward pass of the PyTorch ``model``, per synaptic layer of ``net``: every Conv2d
     (C_out·H_out·W_out·C_in/g·kH·kW) and Linear (N_out·N_in) module, matched to the exported layer whose
     name lists it (``"3+4+5"``). None if the modules and layers do not match one to one."""
-    import torch
     from torch import nn
 
+    from qcfs2lava.models import output_shapes
+
     macs: dict[str, int] = {}
-
-    def hook(name: str):
-        def f(mod, inputs, out):
-            if isinstance(mod, nn.Conv2d):
-                macs[name] = int(out[0].numel()) * (mod.in_channels // mod.groups) * int(np.prod(mod.kernel_size))
-            else:
-                macs[name] = int(out[0].numel()) * mod.in_features
-        return f
-
-    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros((1,) + tuple(int(s) for s in input_shape)))
-    finally:
-        for h in hooks:
-            h.remove()
+    for name, (mod, shape) in output_shapes(model, input_shape, (nn.Conv2d, nn.Linear)).items():
+        per_output = (mod.in_channels // mod.groups) * int(np.prod(mod.kernel_size)) \
+            if isinstance(mod, nn.Conv2d) else mod.in_features
+        macs[name] = int(np.prod(shape[1:])) * per_output
     out: list[int] = []
     used: set[str] = set()
     for lay in net.synaptic:

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, UserError
+from .models import output_shapes
 from .qcfs import QCFS, qcfs_layers
 from .snn import IFNeuron, convert
 
@@ -312,16 +313,7 @@ def calibrate(model: nn.Module, x: torch.Tensor, T: int, method: str = "both", *
 # --------------------------------------------------------------------------- checkpoints
 def _channels(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """Channels (dim 1) of every QCFS layer's output, from one forward pass on zeros."""
-    found: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: found.__setitem__(n, int(o.shape[1])))
-             for n, m in model.named_modules() if isinstance(m, QCFS)]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros((1,) + tuple(int(s) for s in input_shape)))
-    finally:
-        for h in hooks:
-            h.remove()
-    return found
+    return {n: shape[1] for n, (_, shape) in output_shapes(model, input_shape, (QCFS,)).items()}
 
 
 def check_calibration(model: nn.Module, input_shape: Sequence[int], layers: dict[str, dict[str, Any]]) -> None:

@@ -4,8 +4,9 @@ Every builder returns a plain ReLU/MaxPool ANN; ``qcfs2lava.qcfs.prepare_ann`` c
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
+import torch
 from torch import nn
 
 from ..errors import UserError
@@ -32,4 +33,20 @@ def build_model(arch: str, num_classes: int, in_channels: int, input_size: int) 
     return REGISTRY[arch](num_classes=num_classes, in_channels=in_channels, input_size=input_size)
 
 
-__all__ = ["REGISTRY", "build_model"]
+def output_shapes(model: nn.Module, input_shape: Sequence[int], kinds: tuple[type, ...]
+                  ) -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    """Every submodule of one of ``kinds``, by name, with its output shape (batch of 1 included),
+    from one forward pass of ``model`` (eval mode) on a zero image of ``input_shape``."""
+    found: dict[str, tuple[nn.Module, tuple[int, ...]]] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: found.__setitem__(n, (mod, tuple(o.shape))))
+             for n, m in model.named_modules() if isinstance(m, kinds)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1,) + tuple(int(s) for s in input_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+__all__ = ["REGISTRY", "build_model", "output_shapes"]

@@ -18,6 +18,8 @@ EPILOG_TRAIN = """examples:
   torchrun --nproc_per_node 2 -m qcfs2lava train --arch resnet20 --dataset cifar10 --data-dir D --out r20.pt
   qcfs2lava train --arch vgg-small --dataset cifar10 --data-dir D --init m.pt --noise-p 0.1 --epochs 3 \
       --lr 0.005 --out m_noise.pt                     # noise-injected fine-tuning (±1 spike)
+  qcfs2lava train --arch vgg-small --dataset cifar10 --data-dir D --init m.pt --snn-T 2 --epochs 2 \
+      --lr 0.005 --out m_snn2.pt                      # spike-aware fine-tuning through the IF twin at T=2
 """
 EPILOG_CALIBRATE = """examples:
   qcfs2lava calibrate m.pt --method both --T 2 -o m_cal.pt
@@ -50,7 +52,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                       lr=a.lr, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, crop=a.crop,
                       flip=a.flip, autoaugment=a.autoaugment, cutout=a.cutout, augment=a.augment, seed=a.seed,
                       resume=a.resume, log=a.log, max_steps=a.max_steps, stop_after=a.stop_after,
-                      device=a.device, threads=a.threads, workers=a.workers, init=a.init, noise_p=a.noise_p)
+                      device=a.device, threads=a.threads, workers=a.workers, init=a.init, noise_p=a.noise_p,
+                      snn_T=a.snn_T, snn_weight=a.snn_weight)
     metrics = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {a.out}: test accuracy {100 * metrics.get('test_accuracy', float('nan')):.2f}%")
@@ -262,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", metavar="CKPT", help="fine-tune: start from this checkpoint's weights (same arch, L, φ)")
     t.add_argument("--noise-p", type=float, default=0.0, metavar="P",
                    help="QCFS output noise: ±λ/L (one spike at T=L) with probability P while training (default 0)")
+    t.add_argument("--snn-T", type=int, default=0, metavar="T",
+                   help="spike-aware fine-tuning: also train the IF twin's mean output over T steps "
+                        "(surrogate gradient; BatchNorm and dropout frozen; default 0 = off)")
+    t.add_argument("--snn-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the SNN loss next to the ANN loss (default 1)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ANN and float SNN accuracy at T = 1..T", epilog=EPILOG_EVAL,

@@ -11,6 +11,11 @@ Fine-tuning: ``init`` starts from a trained checkpoint's weights (same architect
 probability while training (:func:`qcfs2lava.qcfs.spike_noise`, the SNN's ±1-spike unevenness
 error), e.g. a few epochs at a small lr to make a converted SNN more robust at low T. Resume and
 DDP work as for any run: the noise is drawn from the same per-epoch seeded generator as dropout.
+
+Spike-aware fine-tuning: ``snn_T`` > 0 adds ``snn_weight`` × the cross-entropy of the SNN's mean
+output over ``snn_T`` steps, back-propagated through the IF twin of the network
+(:mod:`qcfs2lava.surrogate`). The network then trains in eval mode (BatchNorm statistics and
+dropout frozen, as deployed).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from .errors import UserError
 from .models import build_model
 from .progress import Progress
 from .qcfs import prepare_ann, qcfs_layers
+from .surrogate import SpikingTwin
 
 # Per-dataset defaults: the paper's recipe, except the bundled digits (seconds on a CPU).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -74,6 +80,8 @@ class TrainConfig:
     quiet: bool = False
     init: str | None = None           # start from this checkpoint's weights (fine-tuning)
     noise_p: float = 0.0              # QCFS ±λ/L output noise probability while training
+    snn_T: int = 0                    # > 0: also train the IF twin's output at this many steps
+    snn_weight: float = 1.0           # weight of that SNN loss
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> "TrainConfig":
@@ -91,6 +99,10 @@ class TrainConfig:
             raise UserError(f"noise probability must be in [0, 1], got {c.noise_p}")
         if c.noise_p > 0 and c.activation != "qcfs":
             raise UserError("spike noise (--noise-p) needs QCFS activations")
+        if c.snn_T < 0 or not (math.isfinite(c.snn_weight) and c.snn_weight >= 0):
+            raise UserError("--snn-T and --snn-weight must be >= 0")
+        if c.snn_T > 0 and c.activation != "qcfs":
+            raise UserError("spike-aware fine-tuning (--snn-T) needs QCFS activations")
         return c
 
 
@@ -188,9 +200,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         sched.load_state_dict(ck.training_state["scheduler"])
         start_epoch = int(ck.training_state["epoch"])
         history = list(ck.meta.get("history", []))
-    ddp_model: nn.Module = model
+    net: nn.Module = SpikingTwin(model, cfg.snn_T) if cfg.snn_T > 0 else model
+    ddp_model: nn.Module = net
     if world > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model)
+        ddp_model = nn.parallel.DistributedDataParallel(net)
     augment = D.Augment(crop=4 if cfg.crop else 0, flip=cfg.flip, autoaugment=cfg.autoaugment,
                         cutout=16 if cfg.cutout else 0) if cfg.augment else None
     meta_base = dict(arch=cfg.arch, arch_kwargs=dict(num_classes=info.num_classes, in_channels=info.in_channels,
@@ -205,10 +218,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         meta_base["init"] = init_meta
     if cfg.noise_p > 0:
         meta_base["spike_noise"] = dict(p=cfg.noise_p, step="lambda/L", model="qcfs2lava.qcfs.spike_noise")
+    if cfg.snn_T > 0:
+        meta_base["spike_finetune"] = dict(T=cfg.snn_T, weight=cfg.snn_weight, surrogate="triangle",
+                                           model="qcfs2lava.surrogate.SpikingTwin")
     step = 0
     last_metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
-        ddp_model.train()
+        ddp_model.train(cfg.snn_T == 0)
         torch.manual_seed(cfg.seed * 100003 + epoch)           # dropout
         g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         bar = Progress(steps_per_epoch * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}", "img",
@@ -219,7 +235,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                               rank=rank, world=world, drop_last=True, workers=cfg.workers):
             x, y = x.to(device), y.to(device)
             out = ddp_model(x)
-            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            if cfg.snn_T > 0:
+                ann_out, out = out                  # the accuracy shown is the SNN's
+                loss = (F.cross_entropy(ann_out, y, label_smoothing=cfg.label_smoothing)
+                        + cfg.snn_weight * F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing))
+            else:
+                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -117,6 +117,9 @@ def _snn_for(ck, a):
         if cal:
             c = ck.meta["snn_calibration"]
             print(f"calibrated SNN: method {c['method']}, target T={c['T']}, {c['n']} training images")
+        ft = ck.meta.get("spike_finetune")
+        if ft:
+            print(f"spike-aware fine-tuned: target T={ft['T']}, SNN loss weight {ft['weight']:g}")
         return convert(ck.model, v0_frac=a.v0, calibration=cal)
     info = D.dataset_info(ck.meta["dataset"])
     calib = D.load_split(info.name, a.data_dir, train=True)

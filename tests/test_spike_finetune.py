@@ -89,13 +89,16 @@ def test_spike_aware_finetuning_lifts_the_t2_snn_above_vanilla_and_the_control(f
     assert ck.meta["init"]["sha256"] == load_checkpoint(base).sha256
 
 
-def test_finetuned_checkpoint_exports_and_runs_in_the_reference_simulator(finetuned, tmp_path):
+def test_finetuned_checkpoint_exports_and_runs_bit_exact_in_refsim_and_lava(finetuned, tmp_path):
     _, out = finetuned
     net = tmp_path / "ft.net"
     r = run_cli("export", out[1.0], "-o", net, "--check")
     assert r.returncode == 0, r.stderr
     r = run_cli("simulate", net, "--backend", "reference", "--n", "100", "--T", "4")
     assert r.returncode == 0, r.stderr
+    r = run_cli("simulate", net, "--backend", "lava", "--compare", "--n", "3", "--T", "4")
+    assert r.returncode == 0, r.stderr
+    assert " 0 mismatches" in r.stdout and "bit-exact" in r.stdout, r.stdout
 
 
 def test_cli_refuses_bad_snn_options(digits_model, tmp_path):

@@ -103,6 +103,9 @@ class TrainConfig:
             raise UserError("--snn-T and --snn-weight must be >= 0")
         if c.snn_T > 0 and c.activation != "qcfs":
             raise UserError("spike-aware fine-tuning (--snn-T) needs QCFS activations")
+        if c.snn_T > 0 and c.noise_p > 0:
+            # the twin trains in eval mode, where QCFS draws no noise: refuse rather than ignore --noise-p
+            raise UserError("--noise-p and --snn-T cannot be combined (spike-aware fine-tuning runs in eval mode)")
         return c
 
 

@@ -107,6 +107,8 @@ def test_cli_refuses_bad_snn_options(digits_model, tmp_path):
                     "--snn-T and --snn-weight must be >= 0")
     _one_line_error(run_cli("train", "--activation", "relu", "--snn-T", "2", "--epochs", "1",
                             "--out", tmp_path / "n.pt"), "needs QCFS activations")
+    _one_line_error(run_cli("train", "--init", path, "--snn-T", "2", "--noise-p", "0.1", "--epochs", "1",
+                            "--out", tmp_path / "n.pt"), "--noise-p and --snn-T cannot be combined")
     assert not (tmp_path / "n.pt").exists()
 
 

@@ -29,6 +29,7 @@ from qcfs2lava import data as D                                    # noqa: E402
 from qcfs2lava.balance import activation_thresholds, max_input_thresholds  # noqa: E402
 from qcfs2lava.checkpoint import load_checkpoint                    # noqa: E402
 from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
+from qcfs2lava.plotting import time_axis                           # noqa: E402
 from qcfs2lava.progress import Progress                            # noqa: E402
 from qcfs2lava.snn import convert, evaluate, layer_errors           # noqa: E402
 from qcfs2lava.train import TrainConfig, train                     # noqa: E402
@@ -63,11 +64,7 @@ def plot(res, path):
     for (m, r), ls in zip(res["models"].items(), ("--", ":", "-.")):
         ax.axhline(100 * r["ann_accuracy"], ls=ls, lw=1.0, color="black",
                    label=f"ANN {m}: {100 * r['ann_accuracy']:.2f}% ({r['train_metrics']['epoch']} epochs)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3, which="both")
+    time_axis(ax, ylim=(0, 100))
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"vgg-small, CIFAR-10 (JPEG copy), L={RECIPE['L']}, n={res['n']}")
     for label in ("QCFS (θ=λ, v0=θ/2)", "QCF (θ=λ, v0=0)", "ReLU+99.9% (v0=θ/2)"):

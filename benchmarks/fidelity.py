@@ -33,6 +33,7 @@ from netx_export.refsim import simulate                            # noqa: E402
 from qcfs2lava import data as D                                    # noqa: E402
 from qcfs2lava.checkpoint import load_checkpoint                   # noqa: E402
 from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
+from qcfs2lava.plotting import time_axis                           # noqa: E402
 from qcfs2lava.progress import Progress                            # noqa: E402
 from qcfs2lava.snn import convert, simulate as snn_simulate        # noqa: E402
 
@@ -110,11 +111,8 @@ def main() -> int:
         ax.plot(ts, [100 * v for v in r["float_snn"]], marker="o", ms=3, label="float SNN")
         ax.plot(ts, [100 * v for v in r["fixed_point_snn"]], marker="x", ms=4, ls=":", label="fixed-point SNN (refsim)")
         ax.axhline(100 * r["ann_accuracy"], ls="--", color="gray", label=f"ANN {100 * r['ann_accuracy']:.2f}%")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("time steps T")
-        ax.set_ylabel("test accuracy (%)")
+        time_axis(ax)
         ax.set_title(f"{r['arch']} / {r['dataset']}, n={r['n']}")
-        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -49,6 +49,7 @@ from netx_export.refsim import evaluate as ref_evaluate            # noqa: E402
 from qcfs2lava import data as D                                    # noqa: E402
 from qcfs2lava.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from qcfs2lava.fileio import atomic_write_png, atomic_write_text  # noqa: E402
+from qcfs2lava.plotting import time_axis                           # noqa: E402
 from qcfs2lava.lowt import META_KEY, calibrate, calibration_of     # noqa: E402
 from qcfs2lava.progress import Progress                            # noqa: E402
 from qcfs2lava.qcfs import qcfs_layers                             # noqa: E402
@@ -183,11 +184,8 @@ def plot(res: dict, path: str) -> None:
         if tuned:
             ax.axhline(100 * tuned[0]["ann_accuracy"], ls=":", lw=1.0, color=color,
                        label=f"ANN after {what} fine-tuning {100 * tuned[0]['ann_accuracy']:.2f}%")
-    for a in (ax, ax2):
-        a.set_xscale("log", base=2)
-        a.set_xlabel("time steps T")
-        a.grid(alpha=0.3, which="both")
-    ax.set_ylabel("test accuracy (%)")
+    time_axis(ax)
+    time_axis(ax2, ylabel=None)
     # From 5 points below the ANN down to the lowest accuracy any method reaches at T >= 2.
     low = min(min(r["snn_accuracy"][1:]) for r in res["configs"].values())
     ax.set_ylim(max(0, 5 * math.floor(20 * low) - 2), min(100, 5 * math.ceil(20 * res["ann_accuracy"]) + 5))

@@ -40,6 +40,7 @@ from netx_export.refsim import evaluate as ref_evaluate, simulate      # noqa: E
 from qcfs2lava import data as D                                        # noqa: E402
 from qcfs2lava.checkpoint import load_checkpoint                       # noqa: E402
 from qcfs2lava.fileio import atomic_write_png, atomic_write_text     # noqa: E402
+from qcfs2lava.plotting import time_axis                           # noqa: E402
 from qcfs2lava.progress import Progress                                # noqa: E402
 from qcfs2lava.snn import evaluate                                     # noqa: E402
 
@@ -105,11 +106,7 @@ def plot(res: dict, path: str) -> None:
                 label=f"{label} (n={r['n']})")
     ax.axhline(100 * res["ann_accuracy"], ls="--", lw=1.0, color="black",
                label=f"ANN {100 * res['ann_accuracy']:.2f}% (n={res['n']})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3, which="both")
+    time_axis(ax, ylim=(0, 100))
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"ResNet-20 (QCFS L={res['L']}, {res['epochs']} epochs), CIFAR-10 JPEG copy")
     fig.tight_layout()

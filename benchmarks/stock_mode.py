@@ -28,6 +28,7 @@ from netx_export.hdf5_read import read_netx                        # noqa: E402
 from netx_export.stock import compare, stock_network               # noqa: E402
 from qcfs2lava import data as D                                    # noqa: E402
 from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
+from qcfs2lava.plotting import time_axis                           # noqa: E402
 from qcfs2lava.progress import Progress                            # noqa: E402
 
 
@@ -110,12 +111,9 @@ def plot(res: dict, path: str) -> None:
     ax.plot(ts, [100 * v for v in res["accuracy_ifsub"]], marker="o", ms=3, label="IF_SUB (custom neuron, refsim)")
     ax.plot(ts, [100 * v for v in res["accuracy_stock"]], marker="x", ms=4, ls=":",
             label="stock mode (stock LIF + synapses)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("top-1 test accuracy (%)")
+    time_axis(ax, ylabel="top-1 test accuracy (%)")
     ax.set_title(f"{res['dataset']}, {os.path.basename(res['net'])}, n={res['n']}, {res['timing']} timing",
                  fontsize=9)
-    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     hidden = [r for r in res["layers"] if r["role"] != "readout"]      # readout spikes are bookkeeping only
     diff = [100 * (1 - r["agreement"]) for r in hidden]

@@ -83,11 +83,9 @@ def plot_accuracy_vs_T(path: str, curves: dict[str, list[float]], ann: dict[str,
         line, = ax.plot(ts, [100 * v for v in acc], marker="o", ms=3, label=f"{label} SNN")
         if label in ann:
             ax.axhline(100 * ann[label], ls="--", color=line.get_color(), lw=1, label=f"{label} ANN")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("test accuracy (%)")
+    from .plotting import time_axis
+    time_axis(ax)
     ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
     from .fileio import atomic_write_bytes

@@ -23,16 +23,15 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from qcfs2lava import data as D                                    # noqa: E402
-from qcfs2lava.balance import activation_thresholds, max_input_thresholds  # noqa: E402
-from qcfs2lava.checkpoint import load_checkpoint                    # noqa: E402
-from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
-from qcfs2lava.plotting import time_axis                           # noqa: E402
-from qcfs2lava.progress import Progress                            # noqa: E402
-from qcfs2lava.snn import convert, evaluate, layer_errors           # noqa: E402
-from qcfs2lava.train import TrainConfig, train                     # noqa: E402
+from qcfs2lava import data as D
+from qcfs2lava.balance import activation_thresholds, max_input_thresholds
+from qcfs2lava.checkpoint import load_checkpoint
+from qcfs2lava.util.fileio import atomic_write_png, atomic_write_text
+from qcfs2lava.util.plotting import time_axis
+from qcfs2lava.util.progress import Progress
+from qcfs2lava.snn import convert, evaluate, layer_errors
+from qcfs2lava.training import TrainConfig, train
 
 RECIPE = dict(arch="vgg-small", dataset="cifar10", L=4, lr=0.05, lam_init=2.0, label_smoothing=0.1,
               autoaugment=False, cutout=False, batch_size=128, seed=0)
@@ -53,8 +52,7 @@ def run_config(label, model, snn, test, T):
 
 
 def plot(res, path):
-    import io
-    import matplotlib
+        import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120, gridspec_kw=dict(width_ratios=[3, 2]))
@@ -76,9 +74,7 @@ def plot(res, path):
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(path, fig)
 
 
 def table(res) -> str:

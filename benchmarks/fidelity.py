@@ -5,7 +5,7 @@
         --data-dir D --n-cifar 1000 --T 32
 
 For each checkpoint: the float reference SNN (``qcfs2lava.snn``) and the exported NetX file run
-through the integer reference simulator (``netx_export.refsim``, aligned timing) on the same test
+through the integer reference simulator (``netx_export.sim.refsim``, aligned timing) on the same test
 images; accuracy at every t, and how often the two predict the same class. The NetX file is
 written and read back, so the file round trip is part of what is measured. Writes
 ``benchmarks/results/fidelity.{json,png}``. CIFAR-10 is the JPEG-recompressed copy.
@@ -13,7 +13,6 @@ written and read back, so the file round trip is part of what is measured. Write
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -24,24 +23,23 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from netx_export.export import quantize_checkpoint                  # noqa: E402
-from netx_export.hdf5_read import read_netx                        # noqa: E402
-from netx_export.hdf5_write import write_netx                      # noqa: E402
-from netx_export.refsim import simulate                            # noqa: E402
-from qcfs2lava import data as D                                    # noqa: E402
-from qcfs2lava.checkpoint import load_checkpoint                   # noqa: E402
-from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
-from qcfs2lava.plotting import time_axis                           # noqa: E402
-from qcfs2lava.progress import Progress                            # noqa: E402
-from qcfs2lava.snn import convert, simulate as snn_simulate        # noqa: E402
+from netx_export.convert.pipeline import quantize_checkpoint
+from netx_export.netx.read import read_netx
+from netx_export.netx.write import write_netx
+from netx_export.sim.refsim import simulate
+from qcfs2lava import data as D
+from qcfs2lava.checkpoint import load_checkpoint
+from qcfs2lava.util.fileio import atomic_write_png, atomic_write_text
+from qcfs2lava.util.plotting import time_axis
+from qcfs2lava.util.progress import Progress
+from qcfs2lava.snn import convert, simulate as snn_simulate
 
 
-def measure(path: str, data_dir: str | None, n: int | None, T: int, batch: int, calibrate: int) -> dict:
+def measure(path: str, data_dir: str | None, n: int | None, T: int, batch: int, bias_correction: int) -> dict:
     ck = load_checkpoint(path)
-    calib = D.sample(D.load_split(ck.meta["dataset"], data_dir, train=True), calibrate,
-                     ck.meta["normalization"]) if calibrate else None
+    calib = D.sample(D.load_split(ck.meta["dataset"], data_dir, train=True), bias_correction,
+                     ck.meta["normalization"]) if bias_correction else None
     ex = quantize_checkpoint(ck, recommended_T=T, calib_x=calib)   # as `qcfs2lava export` does by default
     with tempfile.TemporaryDirectory() as tmp:
         write_netx(ex.net, os.path.join(tmp, "m.net"))
@@ -70,7 +68,7 @@ def measure(path: str, data_dir: str | None, n: int | None, T: int, batch: int, 
     with torch.no_grad():
         ann = float((torch.cat([ck.model(x[i:i + 500]).argmax(1) for i in range(0, n, 500)]) == y).float().mean())
     return dict(checkpoint=path, sha256=ck.sha256, arch=ck.meta["arch"], dataset=ck.meta["dataset"], n=n, T=T,
-                calibration_images=calibrate,
+                calibration_images=bias_correction,
                 ann_accuracy=ann, float_snn=(cf / n).tolist(), fixed_point_snn=(cq / n).tolist(),
                 prediction_agreement=(agree / n).tolist(), v_saturations=int(sat),
                 layers=[dict(name=r.name, scale=r.scale, exponent=r.exponent, rms_rel_error=r.rms_rel_error,
@@ -86,14 +84,14 @@ def main() -> int:
     p.add_argument("--n-cifar", type=int, default=1000)
     p.add_argument("--T", type=int, default=32)
     p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--calibrate", type=int, default=256, help="bias-correction images, as export (0: off)")
+    p.add_argument("--bias-correction", type=int, default=256, help="bias-correction images, as export (0: off)")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "fidelity"))
     a = p.parse_args()
     rows = []
     if a.digits:
-        rows.append(measure(a.digits, None, None, a.T, a.batch, a.calibrate))
+        rows.append(measure(a.digits, None, None, a.T, a.batch, a.bias_correction))
     if a.cifar:
-        rows.append(measure(a.cifar, a.data_dir, a.n_cifar, a.T, a.batch, a.calibrate))
+        rows.append(measure(a.cifar, a.data_dir, a.n_cifar, a.T, a.batch, a.bias_correction))
     for r in rows:
         d = {t: 100 * (r["fixed_point_snn"][t - 1] - r["float_snn"][t - 1]) for t in (4, 8, 32) if t <= a.T}
         print(f"{r['arch']} / {r['dataset']} (n={r['n']}): ANN {100 * r['ann_accuracy']:.2f}%; "
@@ -115,9 +113,7 @@ def main() -> int:
         ax.set_title(f"{r['arch']} / {r['dataset']}, n={r['n']}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(a.out + ".png", buf.getvalue())
+    atomic_write_png(a.out + ".png", fig)
     return 0
 
 

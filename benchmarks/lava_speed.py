@@ -7,9 +7,9 @@ the fast one (``netx_export.lava.conv_models``), and the integer reference simul
 
 Configurations (all ``timing="lava"``, the first ``n`` CIFAR-10 test images):
 
-* Lava ``fixed_pt`` with ``conv="stock"`` and ``conv="fast"``: ``run_lava`` with spikes recorded in
-  every layer (needed for the check below); the time is the simulation itself (compile excluded);
-  the stock run stops after ``--stock-budget`` seconds and reports the samples it finished.
+* Lava ``fixed_pt`` with ``conv="lava"`` (Lava's stock model) and ``conv="fast"``: ``run_lava`` with
+  spikes recorded in every layer (needed for the check below); the time is the simulation itself
+  (compile excluded); the stock run stops after ``--stock-budget`` seconds and reports the samples it finished.
 * refsim, one sample at a time (the same n images) and batched (``--refsim-batch`` images at once).
 * Each Conv synapse's model step alone (``run_spk`` outside Lava), stock vs fast, fed the spikes the
   fast run recorded for sample 0 (all T steps for fast, ``--stock-steps`` for stock): what the conv
@@ -23,7 +23,6 @@ if ``--net`` does not exist it is exported from ``--checkpoint`` first.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -34,13 +33,12 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from netx_export.fixedpoint import input_drive                       # noqa: E402
-from netx_export.hdf5_read import read_netx                          # noqa: E402
-from qcfs2lava import data as D                                      # noqa: E402
-from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text   # noqa: E402
-from qcfs2lava.progress import Progress                              # noqa: E402
+from netx_export.convert.fixedpoint import input_drive
+from netx_export.netx.read import read_netx
+from qcfs2lava import data as D
+from qcfs2lava.util.fileio import atomic_write_png, atomic_write_text
+from qcfs2lava.util.progress import Progress
 
 
 def _row(config: str, n: int, T: int, seconds: float, **extra) -> dict:
@@ -50,7 +48,7 @@ def _row(config: str, n: int, T: int, seconds: float, **extra) -> dict:
 
 
 def lava_row(label: str, path: str, net, drive: np.ndarray, T: int, conv: str, budget: float | None):
-    from netx_export.lava_run import run_lava
+    from netx_export.lava_runtime.runner import run_lava
     bar = Progress(len(drive), label, "img", interval=1.0)
     res = run_lava(path, T=T, drive=drive, timing="lava", qnet=net, conv=conv, budget_s=budget, chunk_samples=1,
                    progress=lambda done: bar.update(done - bar.n))
@@ -61,7 +59,7 @@ def lava_row(label: str, path: str, net, drive: np.ndarray, T: int, conv: str, b
 
 
 def refsim_row(label: str, net, drive: np.ndarray, T: int, batch: int) -> dict:
-    from netx_export.refsim import simulate_drive
+    from netx_export.sim.refsim import simulate_drive
     n = len(drive)
     bar = Progress(n, label, "img", interval=1.0)
     t0 = time.perf_counter()
@@ -87,16 +85,17 @@ class _Ports:
 
 def conv_model_rows(net, spikes, stock_steps: int) -> list[dict]:
     """Per Conv synapse: ms per ``run_spk`` of the stock and the fast model on recorded spikes, and
-    whether their outputs are identical. Weights in Lava's layout as NetX builds them (notes §2.3)."""
+    whether their outputs are identical. Weights in Lava's layout as NetX builds them ([C_out, kW, kH, C_in], flipped)."""
     from lava.proc.conv.models import PyConvModelFixed
 
     from netx_export.lava.conv_models import PyConvModelFast
+    from netx_export.lava_runtime.layout import lava_conv_weight, whc
     rows = []
     for i, lay in enumerate(net.synaptic):
         if i == 0 or lay.kind != "conv":
             continue
-        w = np.ascontiguousarray(lay.weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)).astype(np.int32)
-        xs = [np.ascontiguousarray(spikes[i - 1][t, 0].transpose(2, 1, 0)).astype(np.int32)
+        w = lava_conv_weight(lay.weight)
+        xs = [np.ascontiguousarray(whc(spikes[i - 1][t, 0])).astype(np.int32)
               for t in range(spikes[i - 1].shape[0])]
         out, ms = {}, {}
         for name, cls, k in (("fast", PyConvModelFast, len(xs)), ("stock", PyConvModelFixed, stock_steps)):
@@ -127,11 +126,11 @@ def conv_model_rows(net, spikes, stock_steps: int) -> list[dict]:
 
 def spike_diff(a, b, n: int) -> dict:
     """Mismatching spike entries per layer and readout logits between two results, first n samples."""
-    layers = [int(np.count_nonzero(x[:, :n] != y[:, :n])) for x, y in zip(a.spikes, b.spikes)]
-    return dict(samples=n, spikes_compared=int(sum(x[:, :n].size for x in a.spikes)), mismatches_per_layer=layers,
-                spike_mismatches=int(sum(layers)),
-                logit_mismatches=int(np.count_nonzero(a.logits[:, :n] != b.logits[:, :n])),
-                identical=bool(sum(layers) == 0 and np.array_equal(a.logits[:, :n], b.logits[:, :n])))
+    from netx_export.comparison import compare
+    c = compare(a, b, samples=slice(0, n))
+    return dict(samples=n, spikes_compared=c["spikes_compared"],
+                mismatches_per_layer=[r["mismatches"] for r in c["layers"]], spike_mismatches=c["spike_mismatches"],
+                logit_mismatches=c["logit_mismatches"], identical=c["identical"])
 
 
 def plot(rows: list[dict], title: str, path: str) -> None:
@@ -152,9 +151,7 @@ def plot(rows: list[dict], title: str, path: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(path, fig)
 
 
 def main() -> None:
@@ -190,7 +187,7 @@ def main() -> None:
     print(f"      {r['ms_per_step']:.2f} ms/step, {r['steps_per_s']:.2f} steps/s (compile {r['seconds_compile']:.2f} s)",
           flush=True)
     print("[2/5] Lava fixed_pt, stock conv", flush=True)
-    r, stock = lava_row("Lava stock conv", a.net, net, drive, a.T, "stock", a.stock_budget)
+    r, stock = lava_row("Lava stock conv", a.net, net, drive, a.T, "lava", a.stock_budget)
     rows.append(r)
     print(f"      {r['ms_per_step']:.2f} ms/step, {r['steps_per_s']:.2f} steps/s, {stock.n}/{a.n} samples"
           + (f" ({stock.stopped})" if stock.stopped else ""), flush=True)
@@ -207,8 +204,8 @@ def main() -> None:
     print(f"      all conv layers: stock {sum(r['ms_stock'] for r in layers):.1f} ms/step, "
           f"fast {sum(r['ms_fast'] for r in layers):.2f} ms/step", flush=True)
 
-    from netx_export.lava_run import compare
-    from netx_export.refsim import simulate_drive
+    from netx_export.comparison import compare
+    from netx_export.sim.refsim import simulate_drive
     ref = simulate_drive(net, drive, a.T, "lava", record_spikes=True)
     checks = dict(fast_vs_stock=spike_diff(fast, stock, min(fast.n, stock.n)),
                   fast_vs_refsim=compare(fast, ref), stock_vs_refsim=compare(stock, ref))

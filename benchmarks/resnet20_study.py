@@ -31,18 +31,17 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from netx_export.export import quantize_checkpoint                    # noqa: E402
-from netx_export.hdf5_read import read_netx                            # noqa: E402
-from netx_export.hdf5_write import write_netx                          # noqa: E402
-from netx_export.refsim import evaluate as ref_evaluate, simulate      # noqa: E402
-from qcfs2lava import data as D                                        # noqa: E402
-from qcfs2lava.checkpoint import load_checkpoint                       # noqa: E402
-from qcfs2lava.fileio import atomic_write_png, atomic_write_text     # noqa: E402
-from qcfs2lava.plotting import time_axis                           # noqa: E402
-from qcfs2lava.progress import Progress                                # noqa: E402
-from qcfs2lava.snn import evaluate                                     # noqa: E402
+from netx_export.convert.pipeline import quantize_checkpoint
+from netx_export.netx.read import read_netx
+from netx_export.netx.write import write_netx
+from netx_export.sim.refsim import evaluate as ref_evaluate, simulate
+from qcfs2lava import data as D
+from qcfs2lava.checkpoint import load_checkpoint
+from qcfs2lava.util.fileio import atomic_write_png, atomic_write_text
+from qcfs2lava.util.plotting import time_axis
+from qcfs2lava.util.progress import Progress
+from qcfs2lava.snn import evaluate
 
 TS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -77,7 +76,8 @@ def fixed_eval(net, x: np.ndarray, y: np.ndarray, T: int, batch: int = 50) -> di
 
 
 def lava_eval(path: str, net, x: np.ndarray, y: np.ndarray, T: int, timing: str = "aligned") -> dict:
-    from netx_export.lava_run import compare, run_lava
+    from netx_export.comparison import compare
+    from netx_export.lava_runtime.runner import run_lava
     bar = Progress(len(y), f"{'Lava (' + timing + ')':>18s}", "img")
     res = run_lava(path, x, T, timing=timing, qnet=net, record_spikes=True,
                    progress=lambda done: bar.update(done - bar.n))

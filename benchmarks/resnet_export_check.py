@@ -22,16 +22,17 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from netx_export.energy import fan_out, shortcut_layer                 # noqa: E402
-from netx_export.fixedpoint import INPUT_LIMIT, quantize               # noqa: E402
-from netx_export.graph import check_graph, trace                       # noqa: E402
-from netx_export.hdf5_read import read_netx, validate_file             # noqa: E402
-from netx_export.hdf5_write import write_netx                          # noqa: E402
-from qcfs2lava.fileio import atomic_write_text                         # noqa: E402
-from qcfs2lava.models import build_model                               # noqa: E402
-from qcfs2lava.qcfs import prepare_ann                                 # noqa: E402
+from netx_export.report.energy import fan_out, shortcut_layer
+from netx_export.convert.fixedpoint import INPUT_LIMIT, quantize
+from netx_export.convert.graph import check_graph
+from netx_export.convert.trace import trace
+from netx_export.netx.read import read_netx
+from netx_export.netx.validate import validate_file
+from netx_export.netx.write import write_netx
+from qcfs2lava.util.fileio import atomic_write_text
+from qcfs2lava.models import build_model
+from qcfs2lava.qcfs import prepare_ann
 
 CIFAR_NORM = dict(mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616])
 

@@ -17,12 +17,11 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text    # noqa: E402
-from qcfs2lava.models import build_model                                # noqa: E402
-from qcfs2lava.qcfs import prepare_ann                                  # noqa: E402
-from qcfs2lava.snn import convert, simulate                             # noqa: E402
+from qcfs2lava.util.fileio import atomic_write_png, atomic_write_text
+from qcfs2lava.models import build_model
+from qcfs2lava.qcfs import prepare_ann
+from qcfs2lava.snn import convert, simulate
 
 
 def best_of(fn, repeat):
@@ -65,8 +64,7 @@ def main():
     res = dict(command=" ".join(["python", "benchmarks/snn_speed.py"] + sys.argv[1:]), threads=torch.get_num_threads(),
                target_ratio=1.3, rows=rows)
     atomic_write_text(a.out + ".json", json.dumps(res, indent=1) + "\n")
-    import io
-    import matplotlib
+        import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
@@ -76,9 +74,7 @@ def main():
     ax.set_title(f"float SNN cost, batch {a.batch}, T={a.T}")
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(a.out + ".png", buf.getvalue())
+    atomic_write_png(a.out + ".png", fig)
 
 
 if __name__ == "__main__":

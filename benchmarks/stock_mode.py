@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""IF_SUB (custom neuron) vs stock-block mode (Loihi 2 stock LIF + synapses, ``netx_export.stock``):
+"""IF_SUB (custom neuron) vs stock-block mode (Loihi 2 stock LIF + synapses, ``netx_export.convert.stock_blocks``):
 accuracy at every T and per-layer spike agreement, with the integer reference simulators only.
 
     OMP_NUM_THREADS=1 python benchmarks/stock_mode.py --net /tmp/xc/vgg_small_qcfs.net \
@@ -12,8 +12,6 @@ steps. Writes ``benchmarks/results/stock_mode.{json,png}``.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import os
 import sys
@@ -22,26 +20,19 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from netx_export.hdf5_read import read_netx                        # noqa: E402
-from netx_export.stock import compare, stock_network               # noqa: E402
-from qcfs2lava import data as D                                    # noqa: E402
-from qcfs2lava.fileio import atomic_write_bytes, atomic_write_text  # noqa: E402
-from qcfs2lava.plotting import time_axis                           # noqa: E402
-from qcfs2lava.progress import Progress                            # noqa: E402
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from netx_export.netx.read import read_netx
+from netx_export.comparison import compare_stock
+from netx_export.convert.stock_blocks import stock_network
+from qcfs2lava import data as D
+from qcfs2lava.util.fileio import atomic_write_png, atomic_write_text
+from qcfs2lava.util.fileio import file_sha256
+from qcfs2lava.util.plotting import time_axis
+from qcfs2lava.util.progress import Progress
 
 
 def load_data(net, data_dir: str | None, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Test images normalised as ``qcfs2lava simulate`` does (netx_export.commands.cmd_simulate)."""
+    """Test images normalised as ``qcfs2lava simulate`` does (qcfs2lava.cli.simulate.cmd_simulate)."""
     dataset = net.metadata.get("dataset")
     info = D.dataset_info(dataset)
     split = D.load_split(dataset, data_dir, train=False)
@@ -59,10 +50,11 @@ def isolate(net, drive: np.ndarray, T: int) -> list[dict]:
     overflowed (IF_SUB v saturated or stock u wrapped, at this or an earlier step) and the rest,
     which only the residual r = trunc(v[t-1]/4096) can cause. ``residual_outside`` counts
     neuron-steps whose r lay outside the exact window at all (harmless unless u sits at θ)."""
-    from netx_export.conv import int_conv2d, int_dense
-    from netx_export.fixedpoint import STATE_SHIFT
-    from netx_export.refsim import lif_step, simulate_drive, wrap_current
-    from netx_export.stock import exact_window, stock_network, stock_step
+    from netx_export.convert.conv import int_conv2d, int_dense
+    from netx_export.convert.fixedpoint import STATE_SHIFT
+    from netx_export.sim.refsim import lif_step, simulate_drive, wrap_current
+    from netx_export.convert.stock_blocks import exact_window
+    from netx_export.sim.stock import stock_step
     snet = stock_network(net)
     ref = simulate_drive(net, drive, T, "aligned", record_spikes=True)
     n = drive.shape[0]
@@ -124,9 +116,7 @@ def plot(res: dict, path: str) -> None:
     bx.set_title(f"IF_SUB vs stock spikes, T = 1..{res['T']}", fontsize=9)
     bx.grid(alpha=0.3, which="both", axis="y")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(path, fig)
 
 
 def main() -> int:
@@ -151,13 +141,13 @@ def main() -> int:
     snet = stock_network(net)
     bar = Progress(n, "IF_SUB vs stock", "img")
     t0 = time.perf_counter()
-    ev = compare(net, ((x[i:i + a.batch], y[i:i + a.batch]) for i in range(0, n, a.batch)), a.T, a.timing,
-                  progress=lambda done: bar.update(done - bar.n))
+    ev = compare_stock(net, ((x[i:i + a.batch], y[i:i + a.batch]) for i in range(0, n, a.batch)), a.T, a.timing,
+                        progress=lambda done: bar.update(done - bar.n))
     bar.close()
     dt = time.perf_counter() - t0
     iso = []
     if a.isolate_n:
-        from netx_export.fixedpoint import input_drive
+        from netx_export.convert.fixedpoint import input_drive
         t1 = time.perf_counter()
         iso = isolate(net, input_drive(net, x[:a.isolate_n]).drive, a.T)
         print(f"cause analysis on {min(n, a.isolate_n)} images: {time.perf_counter() - t1:.0f} s")
@@ -166,7 +156,7 @@ def main() -> int:
                    bias_synapses=len(lay.bias), compared=c, mismatches=m, agreement=1 - m / c)
               for i, (lay, c, m) in enumerate(zip(snet.layers, ev.layer_compared, ev.layer_mismatches))]
     res = dict(command=" ".join(["python", "benchmarks/stock_mode.py"] + sys.argv[1:]),
-               net=a.net, net_sha256=_sha256(a.net), source_sha256=net.metadata.get("source_sha256"),
+               net=a.net, net_sha256=file_sha256(a.net), source_sha256=net.metadata.get("source_sha256"),
                dataset=dataset, data_dir=a.data_dir, n=ev.n, T=ev.T, timing=ev.timing,
                accuracy_ifsub=ev.accuracy_ifsub, accuracy_stock=ev.accuracy_stock,
                prediction_agreement=ev.prediction_agreement, logits_equal_fraction=ev.logits_equal,

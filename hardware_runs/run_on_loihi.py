@@ -6,7 +6,7 @@
 
 Modes (docs/stock-mode.md):
   stock      stock Loihi 2 blocks only: LIF with persistent current (du = −1, dv = 4095), a self-
-             inhibitory synapse of −θ, biases from an always-on neuron (netx_export.stock). Runs on
+             inhibitory synapse of −θ, biases from an always-on neuron (netx_export.sim.stock). Runs on
              any Loihi 2 today; one network per sample.
   microcode  the file's own IF_SUB neurons (subtractive reset, v ≥ θ). On the chip this needs an NC
              ProcessModel with INRC microcode for IF_SUB (--nc-model package.module:Class); on the CPU
@@ -30,16 +30,14 @@ from typing import Any
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from netx_export.inputs import load_test_inputs            # noqa: E402
-from netx_export.fixedpoint import input_drive              # noqa: E402
-from netx_export.hdf5_read import read_netx                 # noqa: E402
-from qcfs2lava.errors import UserError                      # noqa: E402
-from qcfs2lava.fileio import atomic_write_json              # noqa: E402
-from qcfs2lava.progress import Progress                     # noqa: E402
-from qcfs2lava.tables import accuracy_table                 # noqa: E402
+from netx_export.netx.inputs import load_test_inputs
+from netx_export.convert.fixedpoint import input_drive
+from netx_export.netx.read import read_netx
+from qcfs2lava.util.errors import UserError, run_reporting_errors
+from qcfs2lava.util.fileio import atomic_write_json, check_outputs
+from qcfs2lava.util.progress import Progress
+from qcfs2lava.util.tables import accuracy_table
 
 MODES = ("stock", "microcode")
 
@@ -133,8 +131,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     hw: dict[str, float] = {}
     if a.mode == "stock":
-        from netx_export.lava_stock import run_stock_lava
-        from netx_export.stock import steps_per_sample
+        from netx_export.lava_runtime.stock import run_stock_lava
+        from netx_export.convert.stock_blocks import steps_per_sample
         steps = steps_per_sample(net, a.T)   # T + depth: the settle step and each layer's delayed start
         prof = Profilers(steps * n) if on_chip else None
         cfg = prof.run_cfg() if prof else _cpu_cfg()
@@ -145,7 +143,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         timing = "aligned (layer j starts j steps late through a relay chain; one network per sample)"
     else:
         from netx_export.lava import IF_SUB
-        from netx_export.lava_run import run_lava
+        from netx_export.lava_runtime.runner import run_lava
         steps = a.T
         prof = Profilers(steps * n + len(net.synaptic)) if on_chip else None
         cfg = prof.run_cfg({IF_SUB: _nc_model(a.nc_model)}) if prof else None
@@ -202,22 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    try:
-        res = run(a)
-    except UserError as e:
-        print(f"run_on_loihi: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("run_on_loihi: interrupted", file=sys.stderr)
-        return 130
+def _run_and_write(a: argparse.Namespace) -> int:
+    check_outputs([("--out", a.out)], [a.file])
+    res = run(a)
     out = a.out or os.path.join(ROOT, "hardware_runs", "results",
                                 f"{os.path.splitext(os.path.basename(a.file))[0]}_{a.mode}_{res['platform']}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     atomic_write_json(out, res)
     print(f"wrote {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_reporting_errors("run_on_loihi", _run_and_write, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

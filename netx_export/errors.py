@@ -1,7 +1,7 @@
-"""Errors of the exporter. All are ``qcfs2lava.errors.UserError`` subclasses: the CLI prints one line."""
+"""Errors of the exporter. All are ``qcfs2lava.util.errors.UserError`` subclasses: the CLI prints one line."""
 from __future__ import annotations
 
-from qcfs2lava.errors import ConversionError, UserError
+from qcfs2lava.util.errors import ConversionError, UserError
 
 __all__ = ["ExportError", "QuantizationError", "NetxFileError", "ConversionError", "UserError"]
 

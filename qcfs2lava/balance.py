@@ -13,7 +13,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .qcfs import QCFS
+from qcfs2lava.folding import fold_batchnorm
+from qcfs2lava.qcfs import QCFS
 
 __all__ = ["activation_thresholds", "max_input_thresholds"]
 
@@ -83,9 +84,7 @@ def max_input_thresholds(model: nn.Module, first_layer_batches: Iterable[tuple[t
             w, b = aff
             continue
         if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d) and w is not None:
-            scale = m.weight.detach() / torch.sqrt(m.running_var + m.eps)
-            w = w * scale[:, None]
-            b = (b - m.running_mean) * scale + m.bias.detach()
+            w, b = fold_batchnorm(w, b, m.weight.detach(), m.bias.detach(), m.running_mean, m.running_var, m.eps)
             continue
         if isinstance(m, QCFS):
             if theta_prev is None:

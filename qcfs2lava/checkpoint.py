@@ -7,7 +7,6 @@ normalisation, class names, the training configuration and final metrics.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from .errors import CheckpointError, UserError
-from .fileio import atomic_write
-from .models import build_model
-from .qcfs import prepare_ann, qcfs_layers
+from qcfs2lava.version import __version__
+from qcfs2lava.util.errors import CheckpointError, UserError
+from qcfs2lava.util.fileio import atomic_write, file_sha256
+from qcfs2lava.models import build_model
+from qcfs2lava.qcfs import prepare_ann, qcfs_layers
 
 FORMAT = "qcfs2lava-checkpoint"
 FORMAT_VERSION = 1
@@ -59,14 +58,6 @@ def save_checkpoint(path: str, model: nn.Module, meta: dict[str, Any],
     if training_state is not None:
         obj["training_state"] = training_state
     atomic_save(obj, path)
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str, map_location: str = "cpu") -> Checkpoint:

@@ -15,10 +15,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import DataError, UserError
+from qcfs2lava.util.errors import DataError, UserError
 
 __all__ = ["DatasetInfo", "ArraySplit", "DATASETS", "dataset_info", "load_split", "sample", "Augment",
-           "iterate_batches", "loader_batches", "batches", "normalize"]
+           "iterate_batches", "loader_batches", "batches", "normalize", "info_for", "test_batches"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,64 @@ def _digits(train: bool) -> ArraySplit:
                       DATASETS["digits"].class_names)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR's files are pickles by design; this reads them without running code from them: only the
+    builtin containers, bytes, str and ints that pickle builds itself, and numpy arrays (the globals
+    numpy's pickles name, plus latin-1 bytes as protocol-2 pickles write them) may appear."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never holds")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: str) -> dict:
+    """One CIFAR batch file, read with :class:`_CifarUnpickler`: a dict with bytes keys, or DataError."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001  (any decoding failure of foreign bytes is bad data, not a bug)
+        raise DataError(f"malformed CIFAR data in {path}: not a CIFAR pickle ({type(e).__name__}: {e})"[:300]) from None
+    if not isinstance(d, dict):
+        raise DataError(f"malformed CIFAR data in {path}: holds a {type(d).__name__}, not a dict")
+    return d
+
+
+def _field(d: dict, key: bytes, path: str):
+    if key not in d:
+        raise DataError(f"malformed CIFAR data in {path}: no {key.decode()!r} entry "
+                        f"(keys: {', '.join(repr(k) for k in list(d)[:6])})")
+    return d[key]
+
+
+def _labels(d: dict, key: bytes, path: str, n_classes: int) -> list[int]:
+    v = _field(d, key, path)
+    if not isinstance(v, (list, tuple, np.ndarray)) or not all(isinstance(i, (int, np.integer)) for i in v):
+        raise DataError(f"malformed CIFAR data in {path}: {key.decode()!r} is not a list of integers")
+    if len(v) and not all(0 <= int(i) < n_classes for i in v):
+        raise DataError(f"malformed CIFAR data in {path}: labels outside 0..{n_classes - 1}")
+    return [int(i) for i in v]
+
+
+def _pixels(d: dict, path: str) -> np.ndarray:
+    v = _field(d, b"data", path)
+    if not isinstance(v, np.ndarray) or v.dtype != np.uint8 or v.ndim != 2 or v.shape[1] != 3072:
+        shape = getattr(v, "shape", None)
+        raise DataError(f"malformed CIFAR data in {path}: 'data' must be uint8 (N, 3072), got "
+                        f"{type(v).__name__} {getattr(v, 'dtype', '')} {shape}")
+    return v
+
+
+def _names(d: dict, key: bytes, path: str) -> tuple[str, ...]:
+    v = _field(d, key, path)
+    if not isinstance(v, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in v):
+        raise DataError(f"malformed CIFAR data in {path}: {key.decode()!r} is not a list of names")
+    return tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in v)
 
 
 def _find_dir(data_dir: str | None, sub: str, files: list[str], name: str, hint: str) -> str:
@@ -94,21 +146,27 @@ def _cifar(data_dir: str | None, train: bool, hundred: bool) -> ArraySplit:
     if hundred:
         files = ["train", "test", "meta"]
         root = _find_dir(data_dir, "cifar-100-python", files, "CIFAR-100", "")
-        d = _unpickle(os.path.join(root, "train" if train else "test"))
-        labels = d[b"fine_labels"]
-        names = tuple(n.decode() for n in _unpickle(os.path.join(root, "meta"))[b"fine_label_names"])
-        data = d[b"data"]
+        batch_files, meta_file, label_key, names_key = ["train" if train else "test"], "meta", b"fine_labels", \
+            b"fine_label_names"
     else:
         files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
         hint = " (make it with: python ../shared/data/make_cifar10.py D)"
         root = _find_dir(data_dir, "cifar-10-batches-py", files, "CIFAR-10", hint)
-        parts = [_unpickle(os.path.join(root, f)) for f in (files[:5] if train else ["test_batch"])]
-        data = np.concatenate([p[b"data"] for p in parts])
-        labels = sum((list(p[b"labels"]) for p in parts), [])
-        names = tuple(n.decode() for n in _unpickle(os.path.join(root, "batches.meta"))[b"label_names"])
-    data = np.asarray(data, dtype=np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise DataError(f"malformed CIFAR data in {root}: data shape {data.shape}, {len(labels)} labels")
+        batch_files, meta_file, label_key, names_key = (files[:5] if train else ["test_batch"]), "batches.meta", \
+            b"labels", b"label_names"
+    n_classes = 100 if hundred else 10
+    data_parts, labels = [], []
+    for name in batch_files:
+        path = os.path.join(root, name)
+        d = _unpickle(path)
+        pixels, lab = _pixels(d, path), _labels(d, label_key, path, n_classes)
+        if len(lab) != len(pixels):
+            raise DataError(f"malformed CIFAR data in {path}: {len(pixels)} images but {len(lab)} labels")
+        data_parts.append(pixels)
+        labels += lab
+    meta_path = os.path.join(root, meta_file)
+    names = _names(_unpickle(meta_path), names_key, meta_path)
+    data = np.concatenate(data_parts)
     x = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
     return ArraySplit(x, torch.tensor(labels, dtype=torch.int64), 255.0, names)
 
@@ -236,3 +294,22 @@ def iterate_batches(split: ArraySplit, batch_size: int, info: DatasetInfo, *, sh
         if augment is not None:
             x = augment(x, generator if generator is not None else torch.Generator().manual_seed(0))
         yield normalize(x, split.max_value, info.mean, info.std), split.y[idx]
+
+
+def info_for(meta: dict) -> DatasetInfo:
+    """The data set of a checkpoint's ``meta``, with the normalisation the checkpoint recorded."""
+    info = dataset_info(meta["dataset"])
+    norm = meta["normalization"]
+    return DatasetInfo(info.name, info.num_classes, info.in_channels, info.input_size,
+                       tuple(norm["mean"]), tuple(norm["std"]))
+
+
+def test_batches(meta: dict, data_dir: str | None, n: int | None, batch_size: int
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` (all if None) test images of a checkpoint's data set as normalised batches."""
+    split = load_split(meta["dataset"], data_dir, train=False)
+    if n and isinstance(split, ArraySplit):
+        split = ArraySplit(split.x[:n], split.y[:n], split.max_value, split.class_names)
+    elif n:
+        split = torch.utils.data.Subset(split, range(min(n, len(split))))
+    return list(batches(split, batch_size, info_for(meta)))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import ConversionError
+from qcfs2lava.util.errors import ConversionError
 
 __all__ = ["qcfs", "qcfs_grad", "spike_noise", "QCFS", "prepare_ann", "qcfs_layers"]
 

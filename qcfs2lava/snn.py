@@ -15,8 +15,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .errors import ConversionError
-from .qcfs import QCFS
+from qcfs2lava.util.errors import ConversionError
+from qcfs2lava.qcfs import QCFS
 
 __all__ = ["if_step", "IFNeuron", "convert", "simulate", "SNNResult", "evaluate", "if_layers"]
 
@@ -38,7 +38,7 @@ class IFNeuron(nn.Module):
 
     ``v0_frac`` is v(0)/θ: one float for the layer (the paper's φ = ½), or a tensor with one value
     per channel (dim 1 of the input; per feature for dense layers), as calibrated by
-    :mod:`qcfs2lava.lowt`. ``bias``, if given, is a per-channel constant added to the input at every
+    :mod:`qcfs2lava.low_latency`. ``bias``, if given, is a per-channel constant added to the input at every
     step (a shift of the synaptic layer's bias, in the same float units as the input).
     """
 
@@ -110,7 +110,7 @@ def convert(model: nn.Module, v0_frac: float | None = None,
     ``v0_frac`` overrides v(0)/θ for every layer; ``thresholds`` maps ReLU module names to θ for
     converting a plain ReLU ANN (threshold balancing). ``calibration`` maps QCFS module names to
     per-channel ``{"v0_frac": [...], "bias": [...]}`` (either key optional; see
-    :mod:`qcfs2lava.lowt`, stored in a checkpoint's ``meta["snn_calibration"]["layers"]``); a
+    :mod:`qcfs2lava.low_latency`, stored in a checkpoint's ``meta["snn_calibration"]["layers"]``); a
     calibrated v(0) takes precedence over ``v0_frac``. The original model is not modified.
     """
     snn = copy.deepcopy(model).eval()
@@ -149,6 +149,7 @@ class SNNResult:
     spikes: dict[str, torch.Tensor]        # per layer: spike count per sample over T steps
     neurons: dict[str, int]                # per layer: neurons per sample
     T: int
+    step_spikes: dict[str, torch.Tensor] = field(default_factory=dict)   # per layer: (T, N) spikes in step t
 
     def firing_rates(self) -> dict[str, float]:
         """Mean spikes per neuron per step, per layer."""
@@ -156,19 +157,26 @@ class SNNResult:
 
 
 @torch.no_grad()
-def simulate(snn: nn.Module, x: torch.Tensor, T: int) -> SNNResult:
-    """Run ``T`` steps with the constant analog input ``x``; reset state first."""
+def simulate(snn: nn.Module, x: torch.Tensor, T: int, record_steps: bool = False) -> SNNResult:
+    """Run ``T`` steps with the constant analog input ``x``; reset state first. ``record_steps`` also
+    keeps every layer's spikes per step and sample (``step_spikes``)."""
     layers = if_layers(snn)
     for _, m in layers:
         m.reset()
     total = None
     outs = []
+    cumulative: dict[str, list[torch.Tensor]] = {n: [] for n, _ in layers}
     for t in range(1, T + 1):
         y = snn(x)
         total = y.clone() if total is None else total + y
         outs.append(total / t)
+        if record_steps:
+            for n, m in layers:
+                cumulative[n].append(m.spikes.clone())
     neurons = {n: int(m.v[0].numel()) for n, m in layers}
-    return SNNResult(torch.stack(outs), {n: m.spikes.clone() for n, m in layers}, neurons, T)
+    steps = {n: torch.diff(torch.stack(c), dim=0, prepend=torch.zeros_like(c[0]).unsqueeze(0))
+             for n, c in cumulative.items() if c}
+    return SNNResult(torch.stack(outs), {n: m.spikes.clone() for n, m in layers}, neurons, T, steps)
 
 
 @dataclass
@@ -178,6 +186,11 @@ class Evaluation:
     ann_accuracy: float
     snn_accuracy: list[float]                # index t-1: accuracy at t steps
     firing_rates: dict[str, float] = field(default_factory=dict)
+    # with keep_outputs: per sample
+    logits: torch.Tensor | None = None                  # (T, N, K) mean output after t steps
+    ann_logits: torch.Tensor | None = None              # (N, K)
+    labels: torch.Tensor | None = None                  # (N,)
+    step_spikes: dict[str, torch.Tensor] | None = None  # per layer (T, N): spikes in step t
 
     def at(self, t: int) -> float:
         return self.snn_accuracy[t - 1]
@@ -185,8 +198,10 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], T: int,
-             snn: nn.Module | None = None, progress: Callable[[int, float], None] | None = None) -> Evaluation:
-    """ANN accuracy and SNN accuracy at every t = 1..T over ``batches``.
+             snn: nn.Module | None = None, progress: Callable[[int, float], None] | None = None,
+             keep_outputs: bool = False) -> Evaluation:
+    """ANN accuracy and SNN accuracy at every t = 1..T over ``batches``; with ``keep_outputs`` also
+    every sample's logits at every t, its ANN logits and per-layer spikes per step.
 
     ``progress(images in this batch, accuracy at T so far)`` is called after every batch."""
     model.eval()
@@ -196,18 +211,30 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     spikes: dict[str, float] = {}
     neurons: dict[str, int] = {}
     n = 0
+    kept: dict[str, list] = {"logits": [], "ann": [], "labels": [], "steps": []}
     for x, y in batches:
-        correct_ann += int((model(x).argmax(1) == y).sum())
-        r = simulate(snn, x, T)
+        ann = model(x)
+        correct_ann += int((ann.argmax(1) == y).sum())
+        r = simulate(snn, x, T, record_steps=keep_outputs)
         correct_snn += (r.logits.argmax(2) == y.view(1, -1)).sum(1).double()
         for k, v in r.spikes.items():
             spikes[k] = spikes.get(k, 0.0) + float(v.sum())
         neurons = r.neurons
         n += len(y)
+        if keep_outputs:
+            kept["logits"].append(r.logits)
+            kept["ann"].append(ann)
+            kept["labels"].append(y)
+            kept["steps"].append(r.step_spikes)
         if progress is not None:
             progress(len(y), float(correct_snn[-1]) / n)
     rates = {k: spikes[k] / (n * neurons[k] * T) for k in spikes}
-    return Evaluation(T, n, correct_ann / n, (correct_snn / n).tolist(), rates)
+    ev = Evaluation(T, n, correct_ann / n, (correct_snn / n).tolist(), rates)
+    if keep_outputs and n:
+        ev.logits, ev.ann_logits = torch.cat(kept["logits"], 1), torch.cat(kept["ann"])
+        ev.labels = torch.cat(kept["labels"])
+        ev.step_spikes = {k: torch.cat([s[k] for s in kept["steps"]], 1) for k in kept["steps"][0]}
+    return ev
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Spike-aware fine-tuning: a differentiable integrate-and-fire twin of a QCFS network.
 
-At T ≤ L the converted SNN's error is not only a per-channel offset (which :mod:`qcfs2lava.lowt`
+At T ≤ L the converted SNN's error is not only a per-channel offset (which :mod:`qcfs2lava.low_latency`
 calibrates away) but also the coarse time resolution itself: after t steps a neuron's mean output
 takes only t + 1 values, and spikes from the layer below arrive unevenly (the unevenness error,
 paper section 3.2). Training the weights through the SNN at the target T lets the next layers adapt
@@ -27,7 +27,7 @@ import copy
 import torch
 from torch import nn
 
-from .qcfs import QCFS
+from qcfs2lava.qcfs import QCFS
 
 __all__ = ["spike", "SurrogateIF", "SpikingTwin"]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qcfs2lava.checkpoint import load_checkpoint, save_checkpoint
-from qcfs2lava.errors import CheckpointError
+from qcfs2lava.util.errors import CheckpointError
 from qcfs2lava.models import build_model
 from qcfs2lava.qcfs import prepare_ann
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from qcfs2lava import data as D
-from qcfs2lava.errors import DataError, UserError
+from qcfs2lava.util.errors import DataError, UserError
 
 
 def test_digits_are_bundled_with_a_fixed_split():
@@ -49,7 +49,7 @@ def test_cifar10_standard_layout_loads(tmp_path):
 def test_corrupt_cifar_file_is_one_line_error(tmp_path):
     d = _fake_cifar10(tmp_path)
     (d / "test_batch").write_bytes(b"not a pickle")
-    with pytest.raises(DataError, match="cannot read .*test_batch"):
+    with pytest.raises(DataError, match="malformed CIFAR data in .*test_batch: not a CIFAR pickle"):
         D.load_split("cifar10", str(tmp_path), False)
 
 

@@ -271,7 +271,7 @@ def test_examples_run(page, prepared, data_dirs, timings, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(prepared, work)
     lava_loaded = "lava.lib.dl.netx.hdf5" in sys.modules
-    from netx_export import lava_netx
+    from netx_export.lava_runtime import netx_registration as lava_netx
     registered = lava_loaded and lava_netx.is_registered()
     try:
         for blk in parsed.blocks:

@@ -1,15 +1,15 @@
-"""netx_export.energy: fan-out, MACs, SOPs and energies against hand counts, the paper's constants
+"""netx_export.report.energy: fan-out, MACs, SOPs and energies against hand counts, the paper's constants
 and Table S5, and the latency against the reference simulator's Lava timing."""
 import math
 
 import numpy as np
 import pytest
 
-from netx_export.energy import (LOIHI_NEURON_ACTIVE_J, LOIHI_NEURON_INACTIVE_J, LOIHI_SOP_J, LOIHI_SPIKE_J,
+from netx_export.report.energy import (LOIHI_NEURON_ACTIVE_J, LOIHI_NEURON_INACTIVE_J, LOIHI_SOP_J, LOIHI_SPIKE_J,
                                 PAPER_FLOP_J, PAPER_SOP_J, EnergyTable, LayerCost, algorithmic_latency,
                                 energy_table, fan_out, format_energy, format_joules, layer_macs, taps_per_position)
-from netx_export.fixedpoint import InputDrive, QLayer, QNetwork, QNeuron
-from netx_export.refsim import simulate_drive
+from netx_export.convert.fixedpoint import InputDrive, QLayer, QNetwork, QNeuron
+from netx_export.sim.refsim import simulate_drive
 
 
 def _conv(name, c_in, c_out, hw_in, hw_out, k, stride=1, pad=0, vth=4, weight=1, bias=0):
@@ -63,7 +63,7 @@ def test_fan_out_conv_and_dense_by_hand():
 @pytest.mark.parametrize("k,stride,pad,dil", [(6, 2, 2, 1), (3, 1, 1, 1), (3, 2, 0, 2), (4, 3, 1, 1)])
 def test_fan_out_equals_brute_force_convolution(k, stride, pad, dil):
     """fan_out(p) = number of outputs a one-hot input at p reaches through an all-ones kernel."""
-    from netx_export.conv import conv2d, conv_output_shape
+    from netx_export.convert.conv import conv2d, conv_output_shape
     c_in, c_out, hw = 2, 3, 8
     shape = conv_output_shape((c_in, hw, hw), c_out, (k, k), (stride, stride), (pad, pad), (dil, dil))
     lay = QLayer("conv", "c", (c_in, hw, hw), shape, np.ones((c_out, c_in, k, k), np.int64), np.zeros(c_out, np.int64),

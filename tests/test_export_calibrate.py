@@ -1,14 +1,15 @@
-"""netx_export.calibrate: the bias correction removes the mean 8-bit weight-rounding shift."""
+"""netx_export.convert.bias_correction: the bias correction removes the mean 8-bit weight-rounding shift."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from netx_export.calibrate import bias_correction, input_rates
-from netx_export.conv import conv2d, dense
+from netx_export.convert.bias_correction import bias_correction, input_rates
+from netx_export.convert.conv import conv2d, dense
 from netx_export.errors import QuantizationError
-from netx_export.fixedpoint import quantize
-from netx_export.graph import graph_forward, trace
+from netx_export.convert.fixedpoint import quantize
+from netx_export.convert.graph import graph_forward
+from netx_export.convert.trace import trace
 from qcfs2lava.qcfs import QCFS
 
 

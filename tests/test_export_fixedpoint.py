@@ -1,14 +1,14 @@
-"""netx_export.fixedpoint: each layer in its own integer units, within Loihi's limits."""
+"""netx_export.convert.fixedpoint: each layer in its own integer units, within Loihi's limits."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from netx_export.errors import QuantizationError
-from netx_export.fixedpoint import (BIAS_MAX, INPUT_LIMIT, OUTPUT_VTH, VTH_MAX, QuantConfig, drive_bound,
+from netx_export.convert.fixedpoint import (BIAS_MAX, INPUT_LIMIT, OUTPUT_VTH, VTH_MAX, QuantConfig, drive_bound,
                                     format_report, input_bound, input_drive, quantize, quantize_weights)
-from netx_export.graph import trace
-from netx_export.hdf5_read import validate
+from netx_export.convert.trace import trace
+from netx_export.netx.validate import validate
 from qcfs2lava.models import build_model
 from qcfs2lava.qcfs import QCFS, prepare_ann
 

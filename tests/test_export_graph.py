@@ -1,12 +1,15 @@
-"""netx_export.graph: every fold equals PyTorch; everything NetX cannot represent is refused by name."""
+"""netx_export.convert.trace and .folds: every fold equals PyTorch; everything NetX cannot represent is refused by name."""
 import pytest
 import torch
 from torch import nn
 
 from conftest import randomize_bn
 from netx_export.errors import ExportError
-from netx_export.graph import (Conv, Dense, Flatten, box_kernel, check_graph, compose_prefilter_conv,
-                               compose_prefilter_dense, fold_batchnorm, trace)
+from netx_export.convert.folds import box_kernel, compose_prefilter_conv, compose_prefilter_dense
+from netx_export.convert.graph import check_graph
+from netx_export.convert.ir import Conv, Dense, Flatten
+from netx_export.convert.trace import trace
+from qcfs2lava.folding import fold_batchnorm
 from qcfs2lava.models import build_model
 from qcfs2lava.qcfs import QCFS, prepare_ann
 

@@ -1,4 +1,4 @@
-"""netx_export.hdf5_write / hdf5_read: NetX layout, round trip, atomic writes, inspect, NetX itself."""
+"""netx_export.netx.write / hdf5_read: NetX layout, round trip, atomic writes, inspect, NetX itself."""
 import glob
 import os
 
@@ -8,13 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from netx_export import hdf5_write
+from netx_export.netx import write as hdf5_write
 from netx_export.errors import NetxFileError
-from netx_export.fixedpoint import quantize
-from netx_export.graph import trace
-from netx_export.hdf5_read import check_file, inspect, read_layers, read_netx, validate_file
-from netx_export.hdf5_write import write_netx
+from netx_export.convert.fixedpoint import quantize
+from netx_export.convert.trace import trace
+from netx_export.netx.describe import describe
+from netx_export.netx.read import read_layers, read_netx
+from netx_export.netx.validate import check_file, validate_file
+from netx_export.netx.write import write_netx
 from qcfs2lava.qcfs import QCFS
+from conftest import require_lava
 
 EXAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "netx-examples",
                                          "*.net")))
@@ -101,7 +104,7 @@ def test_validator_names_what_breaks_netx(qnet, tmp_path):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_inspect_and_read_lava_dl_examples(path):
-    text = inspect(path)
+    text = describe(path)
     assert "layer:" in text and "conv" in text and "neuron" in text and "LOIHI" in text
     shape, layers = read_layers(path)
     assert shape is not None and layers[0].kind == "conv" and layers[0].weight.ndim == 4
@@ -117,14 +120,10 @@ def test_stock_netx_builds_our_file(qnet, tmp_path):
     """lava-dl's own reader builds the network once IF_SUB is mapped to a neuron process (here the stock
     LIF, only to check the structure); its conv weights equal ours after NetX's flip, its dense weights
     survive NetX's weight-bit optimisation and Lava's clip/truncate unchanged."""
-    try:
-        from netx_export import lava_compat
-        lava_compat.install()
-        from lava.lib.dl.netx import hdf5
-        from lava.proc.lif.process import LIF
-        from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"lava-dl not importable: {e}")
+    require_lava()
+    from lava.lib.dl.netx import hdf5
+    from lava.proc.lif.process import LIF
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
     path = str(tmp_path / "m.net")
     write_netx(qnet, path)
     orig = hdf5.Network.get_neuron_params

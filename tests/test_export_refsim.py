@@ -1,14 +1,14 @@
-"""netx_export.refsim: Loihi's integer arithmetic by hand, then the digits model against the float SNN."""
-import argparse
+"""netx_export.sim.refsim: Loihi's integer arithmetic by hand, then the digits model against the float SNN."""
 import json
+import os
 
 import numpy as np
 import pytest
 
-from netx_export import refsim
-from netx_export.fixedpoint import InputDrive, QLayer, QNetwork, QNeuron
-from netx_export.hdf5_read import read_netx
-from netx_export.refsim import UV_MAX, decay, lif_step, simulate_drive, wrap_current
+from netx_export.sim import refsim
+from netx_export.convert.fixedpoint import InputDrive, QLayer, QNetwork, QNeuron
+from netx_export.netx.read import read_netx
+from netx_export.sim.refsim import UV_MAX, decay, lif_step, simulate_drive, wrap_current
 
 
 def run_neuron(inputs, vth, v_init, bias=0, subtractive=True):
@@ -90,11 +90,10 @@ def test_lava_timing_delays_each_synaptic_layer_by_one_step():
 
 @pytest.fixture(scope="module")
 def exported(digits_model, tmp_path_factory):
-    from netx_export.commands import register
+    from qcfs2lava.cli import build_parser
     path, _ = digits_model
     out = str(tmp_path_factory.mktemp("netx") / "digits.net")
-    p = argparse.ArgumentParser()
-    register(p.add_subparsers(dest="command"))
+    p = build_parser()
     a = p.parse_args(["export", path, "-o", out, "--check", "--json", out + ".json"])
     assert a.func(a) == 0
     return path, out, p
@@ -140,26 +139,53 @@ def test_cli_simulate_and_inspect(exported, tmp_path, capsys):
     assert report["check"] is True and len(report["layers"]) == 5
 
 
+def test_cli_simulate_saves_per_sample_outputs_and_spikes(exported, tmp_path):
+    """``--save-outputs`` / ``--save-spikes`` (reference backend, batches of 7): the files hold, sample by
+    sample, what refsim computes on the same images in one batch."""
+    from netx_export.netx.inputs import load_test_inputs
+    path, out, p = exported
+    o, s = tmp_path / "out.npz", tmp_path / "sub" / "spikes.npz"
+    a = p.parse_args(["simulate", out, "--n", "20", "--T", "5", "--batch-size", "7", "--save-outputs", str(o),
+                      "--save-spikes", str(s)])
+    assert a.func(a) == 0
+    net = read_netx(out)
+    xs, ys, _ = load_test_inputs(net, out, None, None, 20)
+    ref = refsim.simulate(net, xs, 5, record_spikes=True)
+    got = np.load(o)
+    assert np.array_equal(got["logits"], ref.logits) and np.array_equal(got["predictions"], ref.predictions)
+    assert np.array_equal(got["labels"], ys) and np.array_equal(got["indices"], np.arange(20))
+    spk = np.load(s)
+    names = [lay.name for lay in net.synaptic]
+    assert list(spk["layer_names"]) == names
+    for i, sp in enumerate(ref.spikes):
+        assert np.array_equal(spk[f"layer{i}"], sp.reshape(5, 20, -1).sum(2)), i
+        assert spk[f"layer{i}_neurons"].dtype == np.uint8
+        assert np.array_equal(spk[f"layer{i}_neurons"], sp.sum(0)), i
+    assert [k for k in os.listdir(tmp_path / "sub")] == ["spikes.npz"]           # written atomically, nothing left
+
+
 def test_cli_bad_input_is_a_user_error(exported, tmp_path):
-    from qcfs2lava.errors import UserError
+    from qcfs2lava.util.errors import UserError
     path, out, p = exported
     for argv in (["export", str(tmp_path / "nope.pt")], ["simulate", str(tmp_path / "nope.net")],
-                 ["simulate", out, "--T", "0"], ["inspect", str(tmp_path / "nope.net")],
-                 ["simulate", out, "--dataset", "cifar10"]):
+                 ["inspect", str(tmp_path / "nope.net")], ["simulate", out, "--dataset", "cifar10"]):
         a = p.parse_args(argv)
         with pytest.raises(UserError):
             a.func(a)
+    with pytest.raises(SystemExit) as e:            # out-of-range options stop at parsing (one line, exit 2)
+        p.parse_args(["simulate", out, "--T", "0"])
+    assert e.value.code == 2
 
 
 def test_export_calibrates_biases_by_default_and_records_it(exported, tmp_path):
     import h5py
     path, out, p = exported
     report = json.load(open(out + ".json"))
-    assert report["calibration_images"] == 256 and len(report["bias_corrections"]) == len(report["layers"]) - 1
+    assert report["bias_correction_images"] == 256 and len(report["bias_corrections"]) == len(report["layers"]) - 1
     with h5py.File(out, "r") as f:
         assert int(f["metadata/calibration/images"][()]) == 256
     plain = str(tmp_path / "plain.net")
-    a = p.parse_args(["export", path, "-o", plain, "--calibrate", "0", "--json", plain + ".json"])
+    a = p.parse_args(["export", path, "-o", plain, "--bias-correction", "0", "--json", plain + ".json"])
     assert a.func(a) == 0
     assert json.load(open(plain + ".json"))["bias_corrections"] == []
     a_net, b_net = read_netx(out), read_netx(plain)
@@ -169,14 +195,13 @@ def test_export_calibrates_biases_by_default_and_records_it(exported, tmp_path):
 
 def test_calibration_without_its_data_names_the_way_out(digits_model, tmp_path):
     from qcfs2lava.checkpoint import load_checkpoint, save_checkpoint
-    from qcfs2lava.errors import UserError
-    from netx_export.commands import register
+    from qcfs2lava.util.errors import UserError
+    from qcfs2lava.cli import build_parser
     ck = load_checkpoint(digits_model[0])
     foreign = str(tmp_path / "cifar.pt")
     save_checkpoint(foreign, ck.model, dict(ck.meta, dataset="cifar10"))
-    p = argparse.ArgumentParser()
-    register(p.add_subparsers(dest="command"))
+    p = build_parser()
     a = p.parse_args(["export", foreign, "-o", str(tmp_path / "c.net"), "--data-dir", str(tmp_path)])
-    with pytest.raises(UserError, match="--calibrate 0"):
+    with pytest.raises(UserError, match="--bias-correction 0"):
         a.func(a)
     assert not (tmp_path / "c.net").exists()

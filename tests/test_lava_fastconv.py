@@ -9,9 +9,10 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import require_lava
 
 pytestmark = pytest.mark.lava
-pytest.importorskip("netx_export.lava")
+require_lava()
 
 
 class _Ports:
@@ -110,10 +111,10 @@ def test_a_out_wraps_at_24_bits_like_stock():
     assert all(np.array_equal(a, b) for a, b in zip(stock, fast))
     stock, fast, xs = _run_both(weight, (7, 7, 6), 4, rng, padding=(1, 1), message_bits=24, high=1 << 16)
     assert all(np.array_equal(a, b) for a, b in zip(stock, fast))
-    from netx_export.conv import conv2d
+    from netx_export.convert.conv import conv2d
+    from netx_export.lava_runtime.layout import torch_conv_weight, whc
     # The unwrapped sums (PyTorch layout: weight flipped back, (W, H, C) → (C, H, W)).
-    exact = conv2d(xs[0].transpose(2, 1, 0)[None].astype(np.float64),
-                   weight[:, ::-1, ::-1, :].transpose(0, 3, 2, 1), padding=(1, 1))[0].transpose(2, 1, 0)
+    exact = whc(conv2d(whc(xs[0])[None].astype(np.float64), torch_conv_weight(weight), padding=(1, 1))[0])
     assert np.abs(exact).max() >= 1 << 23                         # the wrap really happens
     inside = np.abs(exact) < 1 << 23
     assert inside.any() and np.array_equal(stock[1][inside], exact[inside])
@@ -191,41 +192,45 @@ def test_run_config_selects_the_model():
     from lava.proc.conv.process import Conv
 
     from netx_export.lava.conv_models import PyConvModelFast
-    from netx_export.lava_run import LavaNetwork
+    from netx_export.lava_runtime.runner import LavaNetwork
     proc = Conv(weight=np.ones((2, 3, 3, 1), np.int32), input_shape=(5, 5, 1))
     found = [PyConvModelFloat, PyConvModelFixed]
-    for conv, want in (("fast", PyConvModelFast), ("stock", PyConvModelFixed)):
+    for conv, want in (("fast", PyConvModelFast), ("lava", PyConvModelFixed), ("stock", PyConvModelFixed)):
         ln = LavaNetwork(net=None, qnet=None, T=1, n=1, timing="lava", tag="fixed_pt", total_steps=1, workdir="",
                          spike_files=[], v_file="", offsets=[], recorders=[], conv=conv)
         assert ln.run_config().select(proc, found) is want
 
 
 def test_digits_network_fast_equals_stock(digits_file):
-    from netx_export.lava_run import run_lava
+    from netx_export.lava_runtime.runner import run_lava
     path, net, drive = digits_file
     assert sum(lay.kind == "conv" for lay in net.synaptic[1:]) >= 2       # Lava Conv synapses in play
-    runs = {c: run_lava(path, T=5, drive=drive, timing="lava", qnet=net, conv=c) for c in ("stock", "fast")}
-    a, b = runs["stock"], runs["fast"]
+    runs = {c: run_lava(path, T=5, drive=drive, timing="lava", qnet=net, conv=c) for c in ("lava", "fast")}
+    a, b = runs["lava"], runs["fast"]
     assert a.n == b.n == 3 and a.stopped is None and b.stopped is None
     for i, (sa, sb) in enumerate(zip(a.spikes, b.spikes)):
         assert sa.shape == sb.shape and np.array_equal(sa, sb), f"layer {i}"
     assert np.array_equal(a.logits, b.logits)
     assert all(s.any() for s in a.spikes[:-1])
-    from netx_export.lava_run import compare
-    from netx_export.refsim import simulate_drive
+    from netx_export.comparison import compare
+    from netx_export.sim.refsim import simulate_drive
     c = compare(b, simulate_drive(net, drive, 5, "lava", record_spikes=True))    # and both equal refsim
     assert c["spike_mismatches"] == 0 and c["logit_mismatches"] == 0, c["layers"]
 
 
-def test_cli_simulate_conv_option(digits_file, tmp_path):
-    from qcfs2lava.cli import main
+def test_cli_simulate_conv_option(digits_file, tmp_path, capsys):
+    from qcfs2lava.cli import build_parser, main
     path, _, _ = digits_file
     js = tmp_path / "sim.json"
     rc = main(["simulate", path, "--backend", "lava", "--dataset", "digits", "--n", "2", "--T", "3",
-               "--conv", "stock", "--compare", "--json", str(js)])
+               "--conv", "lava", "--compare", "--json", str(js)])
     d = json.loads(js.read_text())
-    assert rc == 0 and d["conv"] == "stock" and d["n"] == 2 and d["spike_mismatches"] == 0
-    from qcfs2lava.cli import build_parser
+    assert rc == 0 and d["conv"] == "lava" and d["n"] == 2 and d["spike_mismatches"] == 0
+    assert "deprecated" not in capsys.readouterr().err
     assert build_parser().parse_args(["simulate", path]).conv == "fast"
+    # The old name of Lava's own model ("stock", easily taken for stock mode) still works, with one note.
+    assert build_parser().parse_args(["simulate", path, "--conv", "stock"]).conv == "lava"
+    err = capsys.readouterr().err
+    assert err.count("qcfs2lava: note: --conv stock is deprecated; use --conv lava") == 1, err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["simulate", path, "--conv", "scipy"])

@@ -1,10 +1,11 @@
 """The IF_SUB Lava neuron (netx_export.lava) against hand-computed traces, and the NetX hook."""
 import numpy as np
 import pytest
+from conftest import require_lava
 
 pytestmark = pytest.mark.lava
 
-lava_pkg = pytest.importorskip("netx_export.lava")
+lava_pkg = require_lava()
 
 
 def _run(build, steps, tag):
@@ -109,7 +110,7 @@ def test_process_validates_its_parameters():
 def test_netx_hook_maps_if_sub_to_python_ints(tmp_path):
     import h5py
 
-    from netx_export import lava_netx
+    from netx_export.lava_runtime import netx_registration as lava_netx
     lava_netx.register()
     lava_netx.register()                            # idempotent
     from lava.lib.dl.netx import hdf5
@@ -140,3 +141,21 @@ def test_netx_hook_maps_if_sub_to_python_ints(tmp_path):
     lava_netx.unregister()
     assert not lava_netx.is_registered()
     lava_netx.register()
+
+
+def test_netx_import_is_quiet():
+    """lava-dl prints a Prophesee toolbox warning on import; the one place that imports it first
+    (netx_registration.import_netx) swallows exactly that and nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    code = ("import sys; from netx_export.lava_runtime import netx_registration as r; "
+            "print('before'); n = r.import_netx(); r.register(); print('after', n.hdf5.__name__, "
+            "'lava.lib.dl.slayer' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split("\n")[:2] == ["before", "after lava.lib.dl.netx.hdf5 True"], p.stdout
+    assert "Prophesee" not in p.stdout + p.stderr

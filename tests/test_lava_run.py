@@ -1,4 +1,4 @@
-"""netx_export.lava_run: the digits model on Lava's CPU simulator, bit-exact against refsim,
+"""netx_export.lava_runtime.runner: the digits model on Lava's CPU simulator, bit-exact against refsim,
 samples independent of each other, clean shutdown (normal end, time budget, Ctrl-C), CLI."""
 import json
 import os
@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import require_lava, ROOT, run_cli
 
 pytestmark = pytest.mark.lava
-pytest.importorskip("netx_export.lava")
+require_lava()
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +33,14 @@ def _children():
 
 @pytest.fixture(scope="module")
 def lava_run_lava_timing(digits_net):
-    from netx_export.lava_run import run_lava
+    from netx_export.lava_runtime.runner import run_lava
     path, net, drive, _ = digits_net
     return run_lava(path, T=6, drive=drive, timing="lava", qnet=net)
 
 
 def test_fixed_pt_bit_exact_lava_timing(digits_net, lava_run_lava_timing):
-    from netx_export.lava_run import compare
-    from netx_export.refsim import simulate_drive
+    from netx_export.comparison import compare
+    from netx_export.sim.refsim import simulate_drive
     path, net, drive, _ = digits_net
     res = lava_run_lava_timing
     ref = simulate_drive(net, drive, 6, "lava", record_spikes=True)
@@ -58,8 +58,9 @@ def test_fixed_pt_bit_exact_lava_timing(digits_net, lava_run_lava_timing):
 
 
 def test_fixed_pt_bit_exact_pipelined_aligned_timing(digits_net):
-    from netx_export.lava_run import compare, run_lava
-    from netx_export.refsim import simulate_drive
+    from netx_export.comparison import compare
+    from netx_export.lava_runtime.runner import run_lava
+    from netx_export.sim.refsim import simulate_drive
     path, net, drive, y = digits_net
     res = run_lava(path, T=5, drive=drive, timing="aligned", qnet=net)
     ref = simulate_drive(net, drive, 5, "aligned", record_spikes=True)
@@ -72,7 +73,7 @@ def test_fixed_pt_bit_exact_pipelined_aligned_timing(digits_net):
 
 def test_samples_are_independent_of_their_neighbours(digits_net, lava_run_lava_timing):
     """The same samples in another order and another company give identical spikes in every layer."""
-    from netx_export.lava_run import run_lava
+    from netx_export.lava_runtime.runner import run_lava
     path, net, drive, _ = digits_net
     first = lava_run_lava_timing                           # order 0, 1, 2, big
     order = [3, 2, 0]                                      # big first, then 2, then 0
@@ -84,7 +85,7 @@ def test_samples_are_independent_of_their_neighbours(digits_net, lava_run_lava_t
 
 
 def test_floating_pt_equals_fixed_pt_on_integer_files(digits_net, lava_run_lava_timing):
-    from netx_export.lava_run import run_lava
+    from netx_export.lava_runtime.runner import run_lava
     path, net, drive, _ = digits_net
     res = run_lava(path, T=6, drive=drive[:2], timing="lava", tag="floating_pt", qnet=net)
     for a, b in zip(res.spikes, lava_run_lava_timing.spikes):
@@ -93,7 +94,7 @@ def test_floating_pt_equals_fixed_pt_on_integer_files(digits_net, lava_run_lava_
 
 
 def test_time_budget_stops_cleanly(digits_net, tmp_path):
-    from netx_export.lava_run import run_lava
+    from netx_export.lava_runtime.runner import run_lava
     path, net, drive, _ = digits_net
     wd = tmp_path / "wd"
     res = run_lava(path, T=4, drive=np.repeat(drive, 50, axis=0), timing="lava", qnet=net, budget_s=0.0,
@@ -111,10 +112,10 @@ def test_ctrl_c_shuts_lava_down(digits_net, tmp_path):
     tmp.mkdir()
     code = textwrap.dedent(f"""
         import sys, numpy as np
-        from netx_export.lava_run import run_lava
+        from netx_export.lava_runtime.runner import run_lava
         x = np.random.default_rng(0).normal(size=(500, 1, 8, 8))
         try:
-            run_lava({path!r}, x, 16, progress=lambda d: print('progress', d, flush=True))
+            run_lava({path!r}, x, 16, timing='lava', progress=lambda d: print('progress', d, flush=True))
         except KeyboardInterrupt:
             print('interrupted', flush=True)
             sys.exit(130)
@@ -161,6 +162,35 @@ def test_cli_simulate_backend_lava_compare(digits_net, tmp_path):
     assert r.returncode == 2 and "--backend lava" in r.stderr
 
 
+def test_cli_saved_outputs_and_spikes_equal_the_reference_sample_by_sample(digits_net, tmp_path):
+    """``simulate --save-outputs / --save-spikes``: the Lava backend's files equal the reference
+    backend's, array for array (same images, aligned timing), and the Lava logits are refsim's."""
+    from qcfs2lava.cli import main
+    from netx_export.sim.refsim import simulate_drive
+    path, net, drive, y = digits_net
+    files = {}
+    for backend in ("reference", "lava"):
+        out, spk = tmp_path / f"{backend}_out.npz", tmp_path / f"{backend}_spikes.npz"
+        rc = main(["simulate", path, "--backend", backend, "--dataset", "digits", "--n", "3", "--T", "4",
+                   "--save-outputs", str(out), "--save-spikes", str(spk)])
+        assert rc == 0
+        files[backend] = (dict(np.load(out)), dict(np.load(spk)))
+    (ro, rs), (lo, ls) = files["reference"], files["lava"]
+    assert sorted(ro) == sorted(lo) == ["indices", "labels", "logits", "predictions"]
+    assert ro["logits"].shape == (4, 3, 10) and ro["predictions"].shape == (4, 3)
+    for k in ro:
+        assert np.array_equal(ro[k], lo[k]), k
+    assert np.array_equal(lo["labels"], y) and np.array_equal(lo["indices"], np.arange(3))
+    assert np.array_equal(lo["logits"], simulate_drive(net, drive[:3], 4, "aligned").logits)
+    L = len(net.synaptic)
+    assert sorted(rs) == sorted(ls) and len([k for k in rs if k.endswith("_neurons")]) == L
+    for k in rs:
+        assert np.array_equal(rs[k], ls[k]), k
+    assert rs["layer0"].shape == (4, 3) and rs["layer1"].sum() > 0
+    assert rs["layer1_neurons"].shape == (3,) + tuple(net.synaptic[1].shape)
+    assert np.array_equal(rs["layer1_neurons"].reshape(3, -1).sum(1), rs["layer1"].sum(0))
+
+
 def test_floating_pt_runs_the_float_snn(digits_model, digits_net):
     """Lava floating_pt with the unquantized weights/thresholds (same per-layer scale) reproduces the
     float reference SNN (qcfs2lava.snn, float64): mean logits within 1e-9 relative, same spike counts."""
@@ -168,8 +198,8 @@ def test_floating_pt_runs_the_float_snn(digits_model, digits_net):
     from qcfs2lava.checkpoint import load_checkpoint
     from qcfs2lava.snn import convert, simulate
 
-    from netx_export.export import quantize_checkpoint
-    from netx_export.lava_run import float_drive, float_snn_params, run_lava
+    from netx_export.convert.pipeline import quantize_checkpoint
+    from netx_export.lava_runtime.runner import float_drive, float_snn_params, run_lava
     path, net, _, _ = digits_net
     ck = load_checkpoint(digits_model[0])
     ex = quantize_checkpoint(ck)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from qcfs2lava.errors import UserError
+from qcfs2lava.util.errors import UserError
 from qcfs2lava.models import REGISTRY, build_model
 from qcfs2lava.models.resnet import BasicBlock
 from qcfs2lava.qcfs import QCFS, prepare_ann

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from qcfs2lava.errors import ConversionError
+from qcfs2lava.util.errors import ConversionError
 from qcfs2lava.qcfs import QCFS, prepare_ann, qcfs, qcfs_grad
 
 

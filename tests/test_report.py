@@ -1,6 +1,5 @@
-"""netx_export.report / report_collect / report_command / report_figures: a report of the tiny digits
+"""netx_export.report.render / report_collect / report_command / report_figures: a report of the tiny digits
 net, its figures and tables, atomic writing, and bad input as UserError."""
-import argparse
 import base64
 import json
 import os
@@ -10,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from netx_export import report_figures as F
-from netx_export.report import FIGURES, RasterLayer, ReportData, write_report
-from qcfs2lava.errors import UserError
+from netx_export.report import figures as F
+from netx_export.report.render import FIGURES, RasterLayer, ReportData, write_report
+from qcfs2lava.util.errors import UserError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 T = 8
@@ -20,8 +19,8 @@ T = 8
 
 @pytest.fixture(scope="module")
 def exported(digits_model, tmp_path_factory):
-    from netx_export.export import quantize_checkpoint
-    from netx_export.hdf5_write import write_netx
+    from netx_export.convert.pipeline import quantize_checkpoint
+    from netx_export.netx.write import write_netx
     from qcfs2lava.checkpoint import load_checkpoint
     path, _ = digits_model
     ex = quantize_checkpoint(load_checkpoint(path), recommended_T=T)
@@ -32,7 +31,7 @@ def exported(digits_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def collected(exported):
-    from netx_export.report_collect import collect_report_data
+    from netx_export.report.collect import collect_report_data
     ck, net = exported
     lines = []
     data = collect_report_data(ck, net, n=60, T=T, log=lines.append)
@@ -46,6 +45,12 @@ def _tiny_data(**kw) -> ReportData:
 
 
 # --------------------------------------------------------------------------- figure math (Figure 2)
+def _if_mean(z, theta, steps, v0=0.5):
+    from qcfs2lava.low_latency import if_mean_output
+    zt = torch.tensor(z, dtype=torch.float64)
+    return if_mean_output(zt.expand(steps, *zt.shape), theta, v0).numpy()
+
+
 def test_if_mean_output_matches_snn_if_step_and_eq11():
     from qcfs2lava.snn import if_step
     z = np.linspace(-0.3, 1.4, 341) + 0.0013      # off the exact step edges, where rounding decides
@@ -55,24 +60,27 @@ def test_if_mean_output_matches_snn_if_step_and_eq11():
     for _ in range(steps):
         v, o = if_step(v, torch.tensor(z), theta)
         out += o
-    np.testing.assert_allclose(F.if_mean_output(z, theta, steps, 0.5), out.numpy() / steps)
+    np.testing.assert_allclose(_if_mean(z, theta, steps), out.numpy() / steps)
     eq11 = theta * np.clip(np.floor((z * steps + 0.5 * theta) / theta) / steps, 0, 1)
-    np.testing.assert_allclose(F.if_mean_output(z, theta, steps, 0.5), eq11)
+    np.testing.assert_allclose(_if_mean(z, theta, steps), eq11)
 
 
-def test_qcfs_activation_matches_torch_and_theorems():
+def test_figure2_curves_and_theorems():
     from qcfs2lava.qcfs import qcfs
-    z = np.linspace(-0.5, 2.5, 601)
-    np.testing.assert_allclose(F.qcfs_activation(z, 2.0, 4), qcfs(torch.tensor(z), 2.0, 4).numpy())
+    z = np.linspace(-0.25, 1.25, 601)
+    a, s = F.figure2_curves(z, 4, 0.5, 4)
+    np.testing.assert_allclose(a, qcfs(torch.tensor(z), 1.0, 4).numpy())
     # T = L with v(0) = θ/2: the IF neuron's mean output equals QCFS exactly (zero conversion error)
-    np.testing.assert_allclose(F.if_mean_output(z, 2.0, 4), F.qcfs_activation(z, 2.0, 4))
+    np.testing.assert_allclose(s, a)
     # T ≠ L: not equal, but the mean error over z uniform in [0, λ] is zero (Theorem 2) ...
-    zu = (np.arange(40000) + 0.5) / 40000 * 2.0
+    zu = (np.arange(40000) + 0.5) / 40000
     for steps in (2, 3, 8, 16):
-        assert not np.allclose(F.if_mean_output(zu, 2.0, steps), F.qcfs_activation(zu, 2.0, 4))
-        assert abs(np.mean(F.if_mean_output(zu, 2.0, steps) - F.qcfs_activation(zu, 2.0, 4))) < 1e-3
+        a, s = F.figure2_curves(zu, 4, 0.5, steps)
+        assert not np.allclose(s, a)
+        assert abs(np.mean(s - a)) < 1e-3
     # ... which the shift makes so: without it (QCF, φ = 0, v(0) = 0) the mean error is not zero
-    assert abs(np.mean(F.if_mean_output(zu, 2.0, 8, 0.0) - F.qcfs_activation(zu, 2.0, 4, 0.0))) > 0.05
+    a, s = F.figure2_curves(zu, 4, 0.0, 8)
+    assert abs(np.mean(s - a)) > 0.05
     assert F.activation_T_values(4) == [2, 4, 8, 16] and F.activation_T_values(8) == [2, 8, 16]
 
 
@@ -111,7 +119,7 @@ def test_collect_report_data(collected):
 
 
 def test_collect_reads_lava_json(exported, tmp_path):
-    from netx_export.report_collect import collect_report_data
+    from netx_export.report.collect import collect_report_data
     ck, net = exported
     lava = tmp_path / "lava.json"
     lava.write_text(json.dumps(dict(backend="lava", timing="aligned", n=5, accuracy=[0.2, 0.4, 0.6, 0.8] * 2)))
@@ -134,7 +142,7 @@ def test_collect_reads_lava_json(exported, tmp_path):
 @pytest.mark.parametrize("content, match", [("{not json", "not JSON"), (json.dumps({"n": 3}), "no accuracy list"),
                                             (json.dumps({"backend": "reference", "accuracy": [0.5]}), "not Lava")])
 def test_bad_lava_json_is_user_error(exported, tmp_path, content, match):
-    from netx_export.report_collect import collect_report_data
+    from netx_export.report.collect import collect_report_data
     ck, net = exported
     p = tmp_path / "lava.json"
     p.write_text(content)
@@ -143,9 +151,9 @@ def test_bad_lava_json_is_user_error(exported, tmp_path, content, match):
 
 
 def test_collect_bad_input_is_user_error(exported, tmp_path):
-    from netx_export.hdf5_read import read_netx
-    from netx_export.hdf5_write import write_netx
-    from netx_export.report_collect import collect_report_data
+    from netx_export.netx.read import read_netx
+    from netx_export.netx.write import write_netx
+    from netx_export.report.collect import collect_report_data
     ck, net = exported
     quiet = dict(log=lambda s: None)
     with pytest.raises(UserError, match="T must"):
@@ -248,17 +256,17 @@ def test_failure_leaves_no_half_written_file(tmp_path, monkeypatch, fmt):
     assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
     monkeypatch.undo()
     # writing the document itself fails: no temporary or partial file is left behind
-    import netx_export.report as R
+    import netx_export.report.render as R
 
     def fail_write(path, text):
         def w(tmp):
             with open(tmp, "w") as fh:
                 fh.write(text[:10])
             raise OSError("disk full")
-        from qcfs2lava.fileio import atomic_write
+        from qcfs2lava.util.fileio import atomic_write
         atomic_write(path, w)
     monkeypatch.setattr(R, "atomic_write_text", fail_write)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="cannot write .*disk full"):
         write_report(_tiny_data(title="third"), str(out), fmt)
     assert sorted(os.listdir(out)) == sorted(before)
     assert (out / f"report.{fmt}").read_bytes() == before[f"report.{fmt}"]
@@ -266,10 +274,8 @@ def test_failure_leaves_no_half_written_file(tmp_path, monkeypatch, fmt):
 
 # --------------------------------------------------------------------------- command
 def _parser():
-    from netx_export.report_command import register_report
-    p = argparse.ArgumentParser(prog="qcfs2lava")
-    register_report(p.add_subparsers(dest="command", required=True))
-    return p
+    from qcfs2lava.cli import build_parser
+    return build_parser()
 
 
 def test_report_command(exported, tmp_path, capsys):
@@ -287,6 +293,6 @@ def test_report_command_bad_input(exported, tmp_path):
     with pytest.raises(SystemExit) as e:
         _parser().parse_args(["report", ck, net, "--format", "pdf"])
     assert e.value.code == 2
-    a = _parser().parse_args(["report", ck, net, "--T", "0", "-o", str(tmp_path)])
-    with pytest.raises(UserError):
-        a.func(a)
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(["report", ck, net, "--T", "0", "-o", str(tmp_path)])
+    assert e.value.code == 2

@@ -9,13 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import randomize_bn
-from netx_export import refsim
+from conftest import require_lava, randomize_bn
+from netx_export.sim import refsim
 from netx_export.errors import ExportError, NetxFileError
-from netx_export.fixedpoint import quantize, skip_delay
-from netx_export.graph import check_graph, graph_forward, trace
-from netx_export.hdf5_read import read_netx, validate, validate_file
-from netx_export.hdf5_write import write_netx
+from netx_export.convert.fixedpoint import quantize, skip_delay
+from netx_export.convert.graph import check_graph, graph_forward
+from netx_export.convert.trace import trace
+from netx_export.netx.read import read_netx
+from netx_export.netx.validate import validate, validate_file
+from netx_export.netx.write import write_netx
 from qcfs2lava.models.resnet import BasicBlock
 from qcfs2lava.qcfs import QCFS, prepare_ann
 
@@ -206,8 +208,9 @@ def test_concatenation_is_refused():
 @pytest.mark.lava
 @pytest.mark.parametrize("timing", ["lava", "aligned"])
 def test_lava_fan_in_is_bit_exact_against_refsim(mini, timing):
-    pytest.importorskip("netx_export.lava")
-    from netx_export.lava_run import compare, run_lava
+    require_lava()
+    from netx_export.comparison import compare
+    from netx_export.lava_runtime.runner import run_lava
     _, _, net, path, x = mini
     res = run_lava(path, x[:3], T=5, timing=timing, qnet=net)
     ref = refsim.simulate(net, x[:3], 5, timing, record_spikes=True)
@@ -236,7 +239,7 @@ def test_resnet18_export_keeps_every_loihi_range(tmp_path):
 
 
 def test_energy_counts_shortcut_synapses(mini):
-    from netx_export.energy import energy_table
+    from netx_export.report.energy import energy_table
     _, _, net, _, x = mini
     r = refsim.simulate(net, x, 8, "aligned", record_spikes=True)
     spikes = [s.sum(0).mean(0) for s in r.spikes]
@@ -256,7 +259,7 @@ def test_cli_export_and_simulate_a_resnet(tmp_path):
     r = run_cli("train", "--arch", "resnet20", "--dataset", "digits", "--max-steps", "2", "--epochs", "1",
                 "--threads", "1", "--out", ck)
     assert r.returncode == 0, r.stderr
-    r = run_cli("export", ck, "-o", out, "--calibrate", "64")
+    r = run_cli("export", ck, "-o", out, "--bias-correction", "64")
     assert r.returncode == 0, r.stderr
     assert read_netx(str(out)).metadata["format_version"] == 2
     r = run_cli("simulate", out, "--dataset", "digits", "--n", "4", "--T", "4")

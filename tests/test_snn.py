@@ -81,10 +81,10 @@ def test_one_pass_gives_running_mean_at_every_t():
 
 def test_digits_snn_at_T16_within_2_percent_of_ann(digits_model):
     from qcfs2lava.checkpoint import load_checkpoint
-    from qcfs2lava.cli import _eval_batches
+    from qcfs2lava.data import test_batches
     path, _ = digits_model
     ck = load_checkpoint(path)
-    ev = evaluate(ck.model, _eval_batches(ck, None, None, 360), T=16)
+    ev = evaluate(ck.model, test_batches(ck.meta, None, None, 360), T=16)
     assert ev.n == 360
     assert abs(ev.at(16) - ev.ann_accuracy) <= 0.02, (ev.ann_accuracy, ev.snn_accuracy)
 

@@ -13,10 +13,10 @@ from qcfs2lava.checkpoint import load_checkpoint
 from qcfs2lava.qcfs import QCFS, qcfs_layers
 from qcfs2lava.snn import convert, evaluate, simulate
 from qcfs2lava.surrogate import SpikingTwin, spike
-from qcfs2lava.train import TrainConfig, train
+from qcfs2lava.training import TrainConfig, train
 
 from conftest import ROOT, randomize_bn, run_cli
-from test_lowt import _one_line_error
+from test_low_latency import _one_line_error
 
 
 def _net() -> nn.Module:
@@ -104,7 +104,7 @@ def test_finetuned_checkpoint_exports_and_runs_bit_exact_in_refsim_and_lava(fine
 def test_cli_refuses_bad_snn_options(digits_model, tmp_path):
     path, _ = digits_model
     _one_line_error(run_cli("train", "--init", path, "--snn-T", "-1", "--epochs", "1", "--out", tmp_path / "n.pt"),
-                    "--snn-T and --snn-weight must be >= 0")
+                    "--snn-T: must be between 0 and")
     _one_line_error(run_cli("train", "--activation", "relu", "--snn-T", "2", "--epochs", "1",
                             "--out", tmp_path / "n.pt"), "needs QCFS activations")
     _one_line_error(run_cli("train", "--init", path, "--snn-T", "2", "--noise-p", "0.1", "--epochs", "1",

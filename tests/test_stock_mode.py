@@ -1,20 +1,25 @@
-"""Stock-block mode (netx_export.stock, netx_export.lava_stock): one neuron traced by hand against the
-ideal subtractive IF (agreement, tie, the residual case), exact coarse+fine synapse splits, the
-comparator window, the idle neuron that cannot fire before its input arrives, the relay chain that
-starts each layer late, stock vs refsim's IF_SUB on the exported digits net, the step-by-step wiring
-vs the reference in both timings, and Lava (stock processes only) vs the stock reference spike for
-spike in both timings."""
+"""Stock-block mode (netx_export.convert.stock_blocks, netx_export.sim.stock,
+netx_export.lava_runtime.stock): one neuron traced by hand against the ideal subtractive IF
+(agreement, tie, the residual case), exact coarse+fine synapse splits, the comparator window, the
+idle neuron that cannot fire before its input arrives, the relay chain that starts each layer late,
+stock vs refsim's IF_SUB on the exported digits net, the step-by-step wiring vs the reference in
+both timings, and Lava (stock processes only) vs the stock reference spike for spike in both
+timings."""
 import dataclasses
 
 import numpy as np
 import pytest
 
-from netx_export import refsim
-from netx_export.fixedpoint import v_init_array
-from netx_export.stock import (ALWAYS_ON, RELAY, WEIGHT_EXP_MAX, WEIGHT_EXP_MIN, LifParams, comparator_offset,
-                               exact_window, idle_peak, simulate_schedule, spike_agreement, split_weights,
-                               steps_per_sample, stock_network, stock_step, terms_value, unwrap_current)
-from netx_export.stock import simulate_drive as stock_simulate_drive
+from netx_export.comparison import compare
+from netx_export.convert.fixedpoint import v_init_array
+from netx_export.convert.stock_blocks import (ALWAYS_ON, RELAY, WEIGHT_EXP_MAX, WEIGHT_EXP_MIN, LifParams,
+                                              comparator_offset, exact_window, idle_peak, split_weights,
+                                              steps_per_sample, stock_network, terms_value)
+from netx_export.convert.stock_blocks import unwrap_current
+from netx_export.sim import refsim
+from netx_export.sim.stock import simulate_drive as stock_simulate_drive
+from netx_export.sim.stock import simulate_schedule, stock_step
+from conftest import require_lava
 
 TH, V0 = 100, 50                        # θ and vInit in weight units; state units are ×64
 
@@ -253,10 +258,10 @@ def digits_net(digits_model, tmp_path_factory):
     from qcfs2lava import data as D
     from qcfs2lava.checkpoint import load_checkpoint
 
-    from netx_export.export import quantize_checkpoint
-    from netx_export.fixedpoint import input_drive
-    from netx_export.hdf5_read import read_netx
-    from netx_export.hdf5_write import write_netx
+    from netx_export.convert.pipeline import quantize_checkpoint
+    from netx_export.convert.fixedpoint import input_drive
+    from netx_export.netx.read import read_netx
+    from netx_export.netx.write import write_netx
     path, _ = digits_model
     out = str(tmp_path_factory.mktemp("stock") / "digits.net")
     write_netx(quantize_checkpoint(load_checkpoint(path)).net, out)
@@ -295,7 +300,7 @@ def test_stock_matches_ifsub_on_the_digits_net(digits_net, timing):
     T = 16
     ref = refsim.simulate_drive(net, drive, T, timing, record_spikes=True)
     st = stock_simulate_drive(stock_network(net), drive, T, timing, record_spikes=True)
-    agree = spike_agreement(ref, st)
+    agree = compare(ref, st)["layers"]
     assert all(a["compared"] == T * len(y) * k for a, k in zip(agree, ref.neurons))
     assert all(s.any() for s in ref.spikes[:-1])           # every hidden layer fires: not a vacuous match
     # Measured on this net: no overflow in either and no residual outside the window at a threshold
@@ -309,14 +314,15 @@ def test_stock_matches_ifsub_on_the_digits_net(digits_net, timing):
     naive = dataclasses.replace(sn, layers=tuple(
         lay if lay.role == "readout" else dataclasses.replace(
             lay, lif=dataclasses.replace(lay.lif, bias_mant=0, vth=lay.theta - 1)) for lay in sn.layers))
-    bad = spike_agreement(ref, stock_simulate_drive(naive, drive, T, timing, record_spikes=True))
+    bad = compare(ref, stock_simulate_drive(naive, drive, T, timing, record_spikes=True))["layers"]
     assert sum(a["mismatches"] for a in bad[:-1]) > 0
 
 
 def test_evaluate_is_a_drop_in_for_refsim_evaluate(digits_net, digits_model):
     from qcfs2lava import data as D
 
-    from netx_export.stock import compare, evaluate
+    from netx_export.comparison import compare_stock
+    from netx_export.sim.stock import evaluate
     net, _, _ = digits_net
     split = D.load_split("digits", None, train=False)
     norm = net.metadata["normalization"]
@@ -327,7 +333,7 @@ def test_evaluate_is_a_drop_in_for_refsim_evaluate(digits_net, digits_model):
     assert type(ev) is type(ref) and ev.n == 64 and ev.timing == "aligned"
     assert ev.accuracy == ref.accuracy and np.allclose(ev.firing_rates[:-1], ref.firing_rates[:-1])
     assert ev.accuracy[-1] > 0.8
-    c = compare(net, batches, 6)
+    c = compare_stock(net, batches, 6)
     assert c.accuracy_stock == ev.accuracy and c.accuracy_ifsub == ref.accuracy
     assert c.prediction_agreement == [1.0] * 6 and c.logits_equal == 1.0
     assert c.layer_agreement[:-1] == [1.0] * (len(net.synaptic) - 1)
@@ -350,7 +356,7 @@ def test_per_channel_v_init(digits_net):
     st = stock_simulate_drive(sn, drive, 12, "aligned", record_spikes=True)
     plain = refsim.simulate_drive(net, drive, 12, "aligned", record_spikes=True)
     assert not np.array_equal(ref.spikes[1], plain.spikes[1])        # the per-channel vInit matters
-    assert all(a["mismatches"] == 0 for a in spike_agreement(ref, st)[:-1])
+    assert all(a["mismatches"] == 0 for a in compare(ref, st)["layers"][:-1])
 
 
 @pytest.mark.parametrize("timing", ["aligned", "lava"])
@@ -363,7 +369,7 @@ def test_wiring_step_by_step_reproduces_the_reference(digits_net, timing):
     sched, early = simulate_schedule(sn, drive, T, timing)
     ref = stock_simulate_drive(sn, drive, T, timing, record_spikes=True)
     assert early == (0,) * len(sn.layers)
-    assert all(a["mismatches"] == 0 for a in spike_agreement(sched, ref))
+    assert all(a["mismatches"] == 0 for a in compare(sched, ref)["layers"])
     assert np.array_equal(sched.logits, ref.logits)
     assert all(s.any() for s in sched.spikes[:-1])
     if timing == "aligned":
@@ -389,10 +395,10 @@ def test_settle_step_guard(digits_net):
 @pytest.mark.lava
 def test_lava_stock_aligned_matches_the_stock_reference(digits_net):
     # The default timing: layer j's bias from relay j, so each layer starts when its input arrives.
-    pytest.importorskip("netx_export.lava")
+    require_lava()
     import multiprocessing
 
-    from netx_export.lava_stock import run_stock_lava
+    from netx_export.lava_runtime.stock import run_stock_lava
     net, drive, _ = digits_net
     T, L = 6, len(net.synaptic)
     sn = stock_network(net)
@@ -401,29 +407,29 @@ def test_lava_stock_aligned_matches_the_stock_reference(digits_net):
     assert res.n == 3 and res.stopped is None and res.timing == res.sim.timing == "aligned"
     assert res.steps == T + L                                  # settle + T + the readout's L − 1 steps of wait
     assert res.early_spikes == (0,) * L                        # nothing fired before its layer started
-    agree = spike_agreement(res.sim, ref)                      # layer j's spikes read from Lava step 2 + j on
+    agree = compare(res.sim, ref)["layers"]                      # layer j's spikes read from Lava step 2 + j on
     assert all(a["mismatches"] == 0 for a in agree), agree
     assert all(s.any() for s in res.sim.spikes[:-1])
     assert np.array_equal(res.sim.logits, ref.logits) and res.sim.logits.dtype == np.int64
     ifsub = refsim.simulate_drive(net, drive[:3], T, "aligned", record_spikes=True)
-    assert all(a["mismatches"] == 0 for a in spike_agreement(res.sim, ifsub)[:-1])
+    assert all(a["mismatches"] == 0 for a in compare(res.sim, ifsub)["layers"][:-1])
     assert np.array_equal(res.sim.logits, ifsub.logits)       # IF_SUB aligned, logit for logit
     # Per-channel u(0) goes through Lava's (W, H, C) layout: one sample of a per-channel net.
     pc = stock_network(_per_channel_v_init(net))
     res_pc = run_stock_lava(pc, drive=drive[3:4], T=5)
     ref_pc = stock_simulate_drive(pc, drive[3:4], 5, "aligned", record_spikes=True)
     assert res_pc.early_spikes == (0,) * L
-    assert all(a["mismatches"] == 0 for a in spike_agreement(res_pc.sim, ref_pc))
+    assert all(a["mismatches"] == 0 for a in compare(res_pc.sim, ref_pc)["layers"])
     assert np.array_equal(res_pc.sim.logits, ref_pc.logits)
     assert multiprocessing.active_children() == []
 
 
 @pytest.mark.lava
 def test_lava_stock_lava_timing_matches_the_stock_reference(digits_net):
-    pytest.importorskip("netx_export.lava")
+    require_lava()
     import multiprocessing
 
-    from netx_export.lava_stock import run_stock_lava
+    from netx_export.lava_runtime.stock import run_stock_lava
     net, drive, _ = digits_net
     T = 8
     sn = stock_network(net)
@@ -431,7 +437,7 @@ def test_lava_stock_lava_timing_matches_the_stock_reference(digits_net):
     ref = stock_simulate_drive(sn, drive[:3], T, "lava", record_spikes=True)
     assert res.n == 3 and res.stopped is None and res.sim.timing == "lava" and res.steps == T + 1
     assert res.early_spikes == (0,) * len(sn.layers)
-    agree = spike_agreement(res.sim, ref)
+    agree = compare(res.sim, ref)["layers"]
     assert all(a["mismatches"] == 0 for a in agree), agree
     assert all(s.any() for s in res.sim.spikes[:-1])
     assert np.array_equal(res.sim.logits, ref.logits) and res.sim.logits.dtype == np.int64

@@ -6,7 +6,7 @@ import sys
 import torch
 
 from qcfs2lava.checkpoint import load_checkpoint
-from qcfs2lava.train import TrainConfig, train
+from qcfs2lava.training import TrainConfig, train
 
 from conftest import ROOT, run_cli
 

@@ -24,7 +24,7 @@ model's float64 ``convolve2d`` also produces, followed by the identical cast and
 2^53 (unreachable with Loihi's 8-bit weights and 24-bit messages) would either model round.
 
 Use it through ``Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Conv: PyConvModelFast})``
-(:meth:`netx_export.lava_run.LavaNetwork.run_config` does so with ``conv="fast"``).
+(:meth:`netx_export.lava_runtime.runner.LavaNetwork.run_config` does so with ``conv="fast"``).
 
 Imports are absolute and there is no ``@dataclass`` here: Lava's model discovery also executes this
 file as a stand-alone module (not in ``sys.modules``), where ``dataclass`` fails under postponed annotations.

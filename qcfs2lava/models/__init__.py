@@ -9,10 +9,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .resnet import resnet18, resnet20, resnet34
-from .small import tiny
-from .vgg import vgg16, vgg_small
+from qcfs2lava.util.errors import UserError
+from qcfs2lava.models.resnet import resnet18, resnet20, resnet34
+from qcfs2lava.models.small import tiny
+from qcfs2lava.models.vgg import vgg16, vgg_small
 
 Builder = Callable[..., nn.Module]
 

@@ -1,0 +1,195 @@
+"""Read qcfs2lava's NetX HDF5 files back into a :class:`~netx_export.convert.fixedpoint.QNetwork`.
+Validating them is :mod:`netx_export.netx.validate`; describing any NetX file,
+:mod:`netx_export.netx.describe`.
+
+Reading follows NetX's own conventions (lava-dl ``netx/utils.py``): ``type`` may be a (1,) bytes
+array or a scalar string; ``weight``/``bias`` are cast with ``astype(int)``; layer groups are
+``'0'..'n-1'``; everything is a dataset.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+
+from netx_export.errors import NetxFileError
+from netx_export.convert.fixedpoint import InputDrive, LayerReport, QLayer, QNetwork, QNeuron, QSkip
+from netx_export.netx.write import FORMAT, FORMAT_VERSION
+
+__all__ = ["read_netx", "read_layers", "open_netx", "layer_keys", "decode_str"]
+
+
+def open_netx(path: str) -> h5py.File:
+    if not os.path.isfile(path):
+        raise NetxFileError(f"NetX file not found: {path}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise NetxFileError(f"{path} is not an HDF5 file ({str(e).splitlines()[0][:120]})") from None
+
+
+def decode_str(ds) -> str:
+    """NetX's `str_keys` rule: value[0] if it is an array, else value[()], then decode."""
+    v = ds[()]
+    if isinstance(v, np.ndarray):
+        v = v.reshape(-1)[0]
+    return v.decode("ascii") if isinstance(v, bytes) else str(v)
+
+
+def _val(g: h5py.Group, key: str, default=None):
+    return g[key][()] if key in g else default
+
+
+def _pair(v, default=(0, 0)) -> tuple[int, int]:
+    if v is None:
+        return default
+    a = np.asarray(v).reshape(-1)
+    return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
+
+
+def layer_keys(f: h5py.File, path: str) -> list[str]:
+    if "layer" not in f:
+        raise NetxFileError(f"{path} has no 'layer' group: not a NetX network")
+    keys = list(f["layer"].keys())
+    if sorted(keys, key=lambda k: int(k) if k.isdigit() else -1) != [str(i) for i in range(len(keys))]:
+        raise NetxFileError(f"{path}: layer groups must be named 0..{len(keys) - 1}, found {sorted(keys)}")
+    return [str(i) for i in range(len(keys))]
+
+
+def _v_init(v) -> int | np.ndarray:
+    """vInit: a scalar dataset → int; an array (per channel, low-T calibrated) → int64 (C,)."""
+    a = np.asarray(v)
+    return int(a) if a.ndim == 0 else a.astype(np.int64).reshape(-1)
+
+
+def _read_skips(g: h5py.Group, index: dict[int, int], where: str) -> tuple[QSkip, ...]:
+    """Layer group ``g``'s residual shortcuts (format version 2); sources mapped to list indices."""
+    if "skip" not in g:
+        return ()
+    out = []
+    for k in sorted(g["skip"].keys(), key=lambda s: int(s) if s.isdigit() else -1):
+        h = g["skip"][k]
+        try:
+            kind = decode_str(h["type"])
+            if kind != "conv":
+                raise NetxFileError(f"{where}: shortcut {k} has type '{kind}'; only 'conv' shortcuts exist")
+            src = int(h["source"][()])
+            if src not in index:
+                raise NetxFileError(f"{where}: shortcut {k} reads layer {src}, which is not an earlier layer")
+            w = np.asarray(h["weight"][()]).astype(np.int64)
+            if w.ndim != 4:
+                raise NetxFileError(f"{where}: shortcut {k} weight has shape {w.shape}, expected 4 axes")
+            name = decode_str(h["name"]) if "name" in h else f"skip{k}"
+            out.append(QSkip(name, index[src], w, _pair(_val(h, "stride"), (1, 1)), _pair(_val(h, "padding")),
+                             _pair(_val(h, "dilation"), (1, 1)), int(_val(h, "groups", 1)), int(h["delay"][()])))
+        except KeyError as e:
+            raise NetxFileError(f"{where}: shortcut {k} lacks {e}") from None
+    return tuple(out)
+
+
+def read_layers(path: str) -> tuple[tuple[int, int, int] | None, list[QLayer]]:
+    """The conv/dense/flatten layers of any NetX file, in integer units, plus the `input` layer's
+    shape if there is one. Our neuron keys (vInit) are read when present; other neuron types keep
+    their decays and threshold (refsim treats CUBA/LOIHI as reset-to-zero with strict >)."""
+    with open_netx(path) as f:
+        keys = layer_keys(f, path)
+        input_shape = None
+        layers: list[QLayer] = []
+        prev_shape: tuple[int, int, int] | None = None
+        index: dict[int, int] = {}          # file layer index -> index in `layers` (an `input` layer has none)
+        for k in keys:
+            g = f["layer"][k]
+            kind = decode_str(g["type"])
+            shape = tuple(int(s) for s in np.asarray(g["shape"][()]).reshape(-1)) if "shape" in g else None
+            if kind == "input":
+                input_shape = shape
+                prev_shape = shape  # type: ignore[assignment]
+                continue
+            if kind not in ("conv", "dense", "flatten"):
+                raise NetxFileError(f"{path}: layer {k} has type '{kind}', which refsim does not simulate")
+            if shape is not None and len(shape) < 3:
+                shape = shape + (1,) * (3 - len(shape))
+            in_shape = prev_shape or (0, 0, 0)
+            if kind == "flatten":
+                lay = QLayer("flatten", k, in_shape, shape or (int(np.prod(in_shape)), 1, 1))
+            else:
+                w = np.asarray(g["weight"][()]).astype(int)
+                if kind == "conv":
+                    w = w.reshape(w.shape[:4])                 # slayer adds a trailing time axis of 1
+                elif w.ndim == 1:
+                    w = w.reshape(int(np.prod(shape)), -1)
+                bias = np.asarray(g["bias"][()]).astype(int).reshape(-1) if "bias" in g else np.zeros(1, int)
+                if bias.size == 1:
+                    bias = np.full(w.shape[0], int(bias[0]))
+                n = g["neuron"] if "neuron" in g else None
+                if n is not None:
+                    neuron = QNeuron(int(_val(n, "vThMant")), _v_init(_val(n, "vInit", 0)), int(_val(n, "iDecay", 0)),
+                                     int(_val(n, "vDecay", 0)), decode_str(n["type"]))
+                else:   # NetX's default for a dense layer without neuron: a non-spiking integrator
+                    neuron = QNeuron(1 << 18 - 1, 0, 0, 4096, "CUBA")   # sic: 131072, NetX's precedence
+                geo = {}
+                if kind == "conv":
+                    geo = dict(stride=_pair(_val(g, "stride"), (1, 1)), padding=_pair(_val(g, "padding")),
+                               dilation=_pair(_val(g, "dilation"), (1, 1)), groups=int(_val(g, "groups", 1)))
+                lay = QLayer(kind, k, in_shape, shape, w.astype(np.int64), bias.astype(np.int64), neuron=neuron,
+                             skips=_read_skips(g, index, f"{path}: layer {k}"), **geo)  # type: ignore[arg-type]
+            index[int(k)] = len(layers)
+            layers.append(lay)
+            prev_shape = lay.shape
+        return input_shape, layers
+
+
+def _read_meta(g: h5py.Group) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in g.items():
+        if isinstance(v, h5py.Group):
+            out[k] = _read_meta(v)
+            continue
+        x = v[()]
+        if isinstance(x, bytes):
+            x = x.decode("utf-8")
+        elif isinstance(x, np.ndarray):
+            x = [e.decode("utf-8") if isinstance(e, bytes) else e for e in x.tolist()]
+        elif isinstance(x, np.generic):
+            x = x.item()
+        out[k] = x
+    return out
+
+
+def read_netx(path: str) -> QNetwork:
+    """Read a file written by :func:`~netx_export.netx.write.write_netx` back into the same IR."""
+    input_shape, layers = read_layers(path)
+    with open_netx(path) as f:
+        if "metadata" not in f or "format" not in f["metadata"]:
+            raise NetxFileError(f"{path} has no qcfs2lava metadata (not exported by qcfs2lava); "
+                                "use `qcfs2lava inspect` to look at it")
+        raw = _read_meta(f["metadata"])
+        if raw.get("format") != FORMAT:
+            raise NetxFileError(f"{path}: metadata format '{raw.get('format')}' is not '{FORMAT}'")
+        if int(raw.get("format_version", 0)) > FORMAT_VERSION:
+            raise NetxFileError(f"{path} has format version {raw['format_version']}; this reader knows "
+                                f"up to {FORMAT_VERSION}")
+        d = f["metadata/drive"]
+        drive = InputDrive(np.asarray(d["weight"][()], dtype=np.float64), np.asarray(d["bias"][()], dtype=np.float64),
+                           int(d["limit"][()]))
+    report = tuple(LayerReport(**{k: (float("nan") if v is None else v) if k == "theta" else
+                                  (tuple(v) if isinstance(v, list) else v) for k, v in r.items()})
+                   for r in json.loads(raw.pop("quantization_report", "[]")))
+    raw.pop("drive", None)
+    names = raw.get("layers", {}).get("name", [])
+    layers = [dataclasses.replace(lay, name=names[i] if i < len(names) else lay.name)
+              for i, lay in enumerate(layers)]
+    meta = {k: v for k, v in raw.items() if k not in ("layers", "input_range")}
+    if "input_range" in raw:
+        meta["input_range"] = [raw["input_range"]["lo"], raw["input_range"]["hi"]]
+    shape = tuple(int(s) for s in raw.get("input_shape", input_shape or ()))
+    # The first layer's in_shape is the network input (read_layers cannot know it without an input layer).
+    if layers:
+        layers[0] = dataclasses.replace(layers[0], in_shape=shape)
+        for i in range(1, len(layers)):
+            layers[i] = dataclasses.replace(layers[i], in_shape=layers[i - 1].shape)
+    return QNetwork(shape, tuple(layers), drive, meta, report)  # type: ignore[arg-type]

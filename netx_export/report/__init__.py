@@ -1,0 +1,1 @@
+"""The report of a converted network: energy estimate, data, figures, HTML/Markdown."""

@@ -52,7 +52,7 @@ def run_config(label, model, snn, test, T):
 
 
 def plot(res, path):
-        import matplotlib
+    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120, gridspec_kw=dict(width_ratios=[3, 2]))

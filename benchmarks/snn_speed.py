@@ -64,7 +64,7 @@ def main():
     res = dict(command=" ".join(["python", "benchmarks/snn_speed.py"] + sys.argv[1:]), threads=torch.get_num_threads(),
                target_ratio=1.3, rows=rows)
     atomic_write_text(a.out + ".json", json.dumps(res, indent=1) + "\n")
-        import matplotlib
+    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)

@@ -8,7 +8,6 @@ written by :mod:`qcfs2lava.util.outputs`, the one format every backend shares.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

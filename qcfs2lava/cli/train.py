@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 from qcfs2lava.cli.common import RAW, bool_flag, integer, number, write_json
-from qcfs2lava.util.errors import UserError
 
 __all__ = ["register", "cmd_train"]
 

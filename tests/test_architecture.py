@@ -164,3 +164,14 @@ def test_rules_catch_a_cycle(tmp_path):
     with pytest.raises(CycleError):
         list(TopologicalSorter(graph).static_order())
     assert "netx_export.sim.refsim" in GRAPH["netx_export.report.collect"]
+
+
+def test_scripts_parse_and_import_only_installed_packages():
+    """benchmarks/ and hardware_runs/ are scripts over the installed packages: they parse, and none edits
+    sys.path to reach the source tree."""
+    for folder in ("benchmarks", "hardware_runs"):
+        for f in sorted(os.listdir(os.path.join(ROOT, folder))):
+            if f.endswith(".py"):
+                src = open(os.path.join(ROOT, folder, f), encoding="utf-8").read()
+                ast.parse(src, filename=f"{folder}/{f}")
+                assert "sys.path.insert" not in src and "sys.path.append" not in src, f"{folder}/{f}"

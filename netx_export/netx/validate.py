@@ -1,7 +1,12 @@
 """Validate qcfs2lava's NetX files against NetX's reader and Loihi's fixed-point limits: every rule
-broken, as one line each (:func:`validate`, :func:`validate_file`), or an error (:func:`check_file`)."""
+broken, as one line each (:func:`validate`, :func:`validate_file`), or an error (:func:`load_netx`).
+
+:func:`load_netx` is the reader of every command that runs a file (``simulate``, ``report``,
+``hardware_runs/run_on_loihi.py``, the Lava runner): it reads the file once, validates what it read
+and refuses what Loihi cannot hold, so a malformed or out-of-range file is one line, never a run."""
 from __future__ import annotations
 
+import h5py
 import numpy as np
 
 from netx_export.convert.conv import conv_output_shape
@@ -10,13 +15,25 @@ from netx_export.convert.fixedpoint import (BIAS_MAX, DENSE_MAX_EXPONENT, INPUT_
 from netx_export.errors import NetxFileError
 from netx_export.netx.read import layer_keys, open_netx, read_netx
 
-__all__ = ["validate", "validate_file", "check_file"]
+__all__ = ["validate", "validate_file", "load_netx", "check_file"]
 
 
 def _mantissa_ok(w: np.ndarray) -> bool:
     nz = np.abs(w[w != 0])
     k = int(np.log2(nz & -nz).min()) if nz.size else 0   # largest power of two dividing every weight
     return not (nz.size and (np.any(w >> k < MANT_MIN) or np.any(w >> k > MANT_MAX)))
+
+
+def _geometry_problem(stride, padding, dilation, groups: int) -> str | None:
+    """What makes a conv's geometry impossible (None: nothing); checked before any shape arithmetic."""
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or groups < 1:
+        return (f"stride {tuple(stride)}, padding {tuple(padding)}, dilation {tuple(dilation)}, groups {groups}: "
+                "stride, dilation and groups must be >= 1, padding >= 0")
+    return None
+
+
+def _bad_shape(shape) -> bool:
+    return len(shape) != 3 or min(shape) < 1
 
 
 def _validate_skips(net: QNetwork, i: int, where: str) -> list[str]:
@@ -35,6 +52,10 @@ def _validate_skips(net: QNetwork, i: int, where: str) -> list[str]:
             problems.append(f"{at}: source layer {sk.source} is not a spiking layer")
             continue
         w = sk.weight
+        geometry = _geometry_problem(sk.stride, sk.padding, sk.dilation, sk.groups)
+        if geometry:
+            problems.append(f"{at}: {geometry}")
+            continue
         if w.ndim != 4 or w.shape[0] != lay.shape[0] or w.shape[1] * sk.groups != src.shape[0]:
             problems.append(f"{at}: weight {w.shape} does not map layer {sk.source}'s {src.shape} to {lay.shape}")
             continue
@@ -51,12 +72,20 @@ def _validate_skips(net: QNetwork, i: int, where: str) -> list[str]:
 
 
 def validate(net: QNetwork) -> list[str]:
-    """Every way ``net`` breaks NetX's reader or Loihi's fixed-point limits (empty list: valid)."""
-    problems: list[str] = []
+    """Every way ``net`` breaks NetX's reader or Loihi's fixed-point limits (empty list: valid). Shapes
+    are checked before the arithmetic that depends on them, so any network read from a file gets a list,
+    never an exception."""
     shape = tuple(net.input_shape)
     syn = net.synaptic
+    if _bad_shape(shape):
+        return [f"input shape {shape} is not (C, H, W) of positive sizes"]
+    if not syn:
+        return ["no conv or dense layer: there is nothing to simulate"]
+    problems: list[str] = []
     for i, lay in enumerate(net.layers):
         where = f"layer {i} ({lay.kind} {lay.name})"
+        if _bad_shape(lay.shape):          # every later layer's shape depends on this one
+            return problems + [f"{where}: shape {tuple(lay.shape)} is not (C, H, W) of positive sizes"]
         if lay.kind == "flatten":
             if int(np.prod(lay.shape)) != int(np.prod(shape)) or tuple(lay.shape[1:]) != (1, 1):
                 problems.append(f"{where}: shape {lay.shape} does not flatten {shape}")
@@ -66,8 +95,16 @@ def validate(net: QNetwork) -> list[str]:
         if w is None or b is None or n is None:
             problems.append(f"{where}: missing weight, bias or neuron")
             continue
+        if w.ndim < 2 or w.size == 0:
+            problems.append(f"{where}: weight has shape {w.shape}")
+            shape = tuple(lay.shape)
+            continue
+        fits = True                         # weight and bias shapes agree (the input bound needs them)
         if lay.kind == "conv":
-            if w.ndim != 4 or w.shape[1] * lay.groups != shape[0]:
+            geometry = _geometry_problem(lay.stride, lay.padding, lay.dilation, lay.groups)
+            if geometry:
+                problems.append(f"{where}: {geometry}")
+            elif w.ndim != 4 or w.shape[1] * lay.groups != shape[0] or w.shape[0] % lay.groups:
                 problems.append(f"{where}: weight {w.shape} does not fit input {shape} with groups {lay.groups}")
             else:
                 expect = conv_output_shape(shape, w.shape[0], w.shape[2:], lay.stride, lay.padding, lay.dilation)
@@ -84,6 +121,7 @@ def validate(net: QNetwork) -> list[str]:
                 problems.append(f"{where}: all-positive dense weights > 255 become 0 in NetX")
         if b.shape != (w.shape[0],):
             problems.append(f"{where}: bias shape {b.shape}, expected ({w.shape[0]},)")
+            fits = False
         nz = np.abs(w[w != 0])
         k = int(np.log2(nz & -nz).min()) if nz.size else 0
         if not _mantissa_ok(w):
@@ -104,53 +142,88 @@ def validate(net: QNetwork) -> list[str]:
         if (n.i_decay, n.v_decay) != (4096, 0):
             problems.append(f"{where}: iDecay/vDecay {n.i_decay}/{n.v_decay}, expected 4096/0 (IF, no leak)")
         problems += _validate_skips(net, i, where)
-        if lay is not syn[0]:
+        if lay is not syn[0] and fits:
             hi, lo = worst_case_input(w, b, [sk.weight for sk in lay.skips if sk.source < len(net.layers)])
             limit = OUTPUT_VTH if lay is syn[-1] else INPUT_LIMIT
             if hi.max() >= limit or lo.min() <= -limit:
                 problems.append(f"{where}: worst-case per-step input {int(max(hi.max(), -lo.min()))} ≥ {limit} "
                                 "(24-bit current would wrap)")
         shape = tuple(lay.shape)
-    first = syn[0] if syn else None
-    if first is not None and first.weight is not None and net.drive.weight.shape != first.weight.shape:
-        problems.append(f"input drive weight {net.drive.weight.shape} != layer 0 weight {first.weight.shape}")
-    if net.drive.limit > BIAS_MAX:
-        problems.append(f"input drive limit {net.drive.limit} > {BIAS_MAX}")
+    return problems + _drive_problems(net)
+
+
+def _drive_problems(net: QNetwork) -> list[str]:
+    """The host-side input drive: layer 0's geometry, finite values, a limit the bias register holds."""
+    d, first, problems = net.drive, net.synaptic[0], []
+    if first.weight is not None and d.weight.shape != first.weight.shape:
+        problems.append(f"input drive weight {d.weight.shape} != layer 0 weight {first.weight.shape}")
+    elif first.weight is not None and d.bias.size not in (1, first.weight.shape[0]):
+        problems.append(f"input drive bias has {d.bias.size} values for {first.weight.shape[0]} channels")
+    if not (np.isfinite(d.weight).all() and np.isfinite(d.bias).all()):
+        problems.append("input drive weight or bias is not finite")
+    if not 0 < d.limit <= BIAS_MAX:
+        problems.append(f"input drive limit {d.limit} outside 1..{BIAS_MAX}")
     return problems
 
 
-def validate_file(path: str) -> list[str]:
-    """:func:`validate` on the IR read back, plus the raw layout NetX depends on."""
-    problems: list[str] = []
-    with open_netx(path) as f:
+def _layout_problems(f: h5py.File, path: str) -> list[str]:
+    """The raw layout NetX depends on, beyond what :func:`read_netx` needs to parse the file."""
+    try:
         keys = layer_keys(f, path)
-        for k in keys:
-            g = f["layer"][k]
-            t = g["type"]
-            if not (t.shape == (1,) and t.dtype.kind == "S"):
-                problems.append(f"layer {k}: type is not a (1,) bytes dataset as slayer writes it")
-            for key in ("weight", "bias"):
-                if key in g and g[key].dtype.kind not in "iu":
-                    problems.append(f"layer {k}: {key} is {g[key].dtype}; NetX truncates floats, write integers")
-            if "neuron" in g:
-                if "messageBits" in g["neuron"]:
-                    problems.append(f"layer {k}: neuron/messageBits breaks NetX's loader")
-                for key in ("type", "vThMant", "iDecay", "vDecay", "vInit"):
-                    if key not in g["neuron"]:
-                        problems.append(f"layer {k}: neuron/{key} missing")
-            if len(g.attrs):
-                problems.append(f"layer {k}: HDF5 attributes are ignored by NetX")
+    except NetxFileError:
+        return []                           # read_netx says so
+    problems: list[str] = []
+    for k in keys:
+        g = f["layer"][k]
+        if not isinstance(g, h5py.Group):
+            continue                        # read_netx says so
+        t = g.get("type")
+        if isinstance(t, h5py.Dataset) and not (t.shape == (1,) and t.dtype.kind == "S"):
+            problems.append(f"layer {k}: type is not a (1,) bytes dataset as slayer writes it")
+        for key in ("weight", "bias"):
+            if isinstance(g.get(key), h5py.Dataset) and g[key].dtype.kind not in "iu":
+                problems.append(f"layer {k}: {key} is {g[key].dtype}; NetX truncates floats, write integers")
+        if isinstance(g.get("neuron"), h5py.Group):
+            if "messageBits" in g["neuron"]:
+                problems.append(f"layer {k}: neuron/messageBits breaks NetX's loader")
+            for key in ("iDecay", "vDecay", "vInit"):       # (type and vThMant: read_netx needs them)
+                if key not in g["neuron"]:
+                    problems.append(f"layer {k}: neuron/{key} missing")
+        if len(g.attrs):
+            problems.append(f"layer {k}: HDF5 attributes are ignored by NetX")
+    return problems
+
+
+def _read_checked(path: str) -> tuple[QNetwork | NetxFileError, list[str]]:
+    """The network read from ``path`` (or why it cannot be read) and every problem of the readable part."""
+    with open_netx(path) as f:
+        problems = _layout_problems(f, path)
     try:
         net = read_netx(path)
     except NetxFileError as e:
-        return problems + [str(e)]
-    return problems + validate(net)
+        return e, problems
+    return net, problems + validate(net)
 
 
-def check_file(path: str) -> QNetwork:
-    """Read and validate; raise NetxFileError listing the problems."""
-    problems = validate_file(path)
+def validate_file(path: str) -> list[str]:
+    """:func:`validate` on the IR read back, plus the raw layout NetX depends on; a file the reader
+    cannot parse lists why as its last problem (one that is not HDF5 at all raises NetxFileError)."""
+    net, problems = _read_checked(path)
+    return problems + [str(net)] if isinstance(net, NetxFileError) else problems
+
+
+def load_netx(path: str) -> QNetwork:
+    """The reader for running a file: read ``path`` once and validate it; a file that cannot be parsed
+    raises the reader's NetxFileError, one that breaks NetX's layout or Loihi's limits raises
+    NetxFileError "PATH is not a valid qcfs2lava NetX file: <the first problems>"."""
+    net, problems = _read_checked(path)
+    if isinstance(net, NetxFileError):
+        raise net
     if problems:
-        raise NetxFileError(f"{path} is not a valid qcfs2lava NetX file: " + "; ".join(problems[:5])
-                            + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
-    return read_netx(path)
+        raise NetxFileError(f"{path} is not a valid qcfs2lava NetX file: " + "; ".join(problems[:3])
+                            + (f" (+{len(problems) - 3} more; `qcfs2lava inspect --validate` lists them)"
+                               if len(problems) > 3 else ""))
+    return net
+
+
+check_file = load_netx      # its name in `qcfs2lava export --check` and older scripts

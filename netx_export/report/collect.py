@@ -104,12 +104,12 @@ def _load(checkpoint_path: str, net_path: str, data_dir: str | None, n: int | No
     from qcfs2lava.checkpoint import load_checkpoint
 
     from netx_export.netx.inputs import load_test_inputs
-    from netx_export.netx.read import read_netx
+    from netx_export.netx.validate import load_netx
 
     ck = load_checkpoint(checkpoint_path)
     if ck.meta.get("activation", "qcfs") != "qcfs":
         raise UserError(f"{checkpoint_path} is a ReLU network; the report is for QCFS networks")
-    net = read_netx(net_path)
+    net = load_netx(net_path)
     src = net.metadata.get("source_sha256")
     if src and src != ck.sha256:
         raise UserError(f"{net_path} was exported from another checkpoint (sha256 {str(src)[:12]}…, "

@@ -159,8 +159,8 @@ def simulate(net: QNetwork | str, x: np.ndarray, T: int, timing: str = DEFAULT_T
              record_spikes: bool = False) -> SimResult:
     """Simulate normalised images ``x`` (N, C, H, W) for ``T`` steps; ``net`` may be a NetX file path."""
     if isinstance(net, str):
-        from netx_export.netx.read import read_netx
-        net = read_netx(net)
+        from netx_export.netx.validate import load_netx
+        net = load_netx(net)
     d = input_drive(net, x)
     return simulate_drive(net, d.drive, T, timing, record_spikes, d.clipped)
 

@@ -168,8 +168,8 @@ def simulate(snet: StockNetwork | QNetwork | str, x: np.ndarray, T: int, timing:
     """Normalised images ``x`` (N, C, H, W) through the stock construction; ``snet`` may also be a
     QNetwork or a NetX file path (mapped with :func:`stock_network`)."""
     if isinstance(snet, str):
-        from netx_export.netx.read import read_netx
-        snet = read_netx(snet)
+        from netx_export.netx.validate import load_netx
+        snet = load_netx(snet)
     if isinstance(snet, QNetwork):
         snet = stock_network(snet)
     d = input_drive(snet.qnet, x)

@@ -33,7 +33,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     from netx_export.convert.pipeline import quantize_checkpoint
     from netx_export.convert.fixedpoint import format_report
-    from netx_export.netx.validate import check_file
+    from netx_export.netx.validate import load_netx
     from netx_export.netx.write import write_netx
 
     out = a.output or os.path.splitext(a.checkpoint)[0] + ".net"
@@ -63,7 +63,7 @@ def cmd_export(a: argparse.Namespace) -> int:
               f"{100 * worst_c.relative_to_vth:.2f}% of θ per step removed (layer {worst_c.name})")
     checked = None
     if a.check:
-        back = check_file(out)
+        back = load_netx(out)
         checked = True
         print(f"check: {out} reloads and validates ({len(back.layers)} layers, NetX layout and Loihi limits OK)")
     write_json(a.json, dict(checkpoint=a.checkpoint, sha256=ck.sha256, output=out, L=graph.L, phi=graph.phi,

@@ -76,7 +76,7 @@ class _Outputs:
 def cmd_simulate(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from netx_export.netx.read import read_netx
+    from netx_export.netx.validate import load_netx
     from netx_export.netx.inputs import load_test_inputs
     from netx_export.sim.refsim import evaluate
     from qcfs2lava.util.fileio import check_outputs
@@ -87,7 +87,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         raise UserError(f"unknown backend '{a.backend}'; use --backend reference or lava")
     if a.compare and a.backend != "lava":
         raise UserError("--compare checks the Lava backend against the reference; use it with --backend lava")
-    net = read_netx(a.file)
+    net = load_netx(a.file)         # read and validated once; the Lava backend gets this network too
     xs, ys, dataset = load_test_inputs(net, a.file, a.dataset, a.data_dir, a.n)
     n = len(ys)
     if a.backend == "lava":

@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from netx_export.netx.inputs import load_test_inputs
 from netx_export.convert.fixedpoint import input_drive
-from netx_export.netx.read import read_netx
+from netx_export.netx.validate import load_netx
 from qcfs2lava.util.errors import UserError, run_reporting_errors
 from qcfs2lava.util.fileio import atomic_write_json, check_outputs
 from qcfs2lava.util.progress import Progress
@@ -115,7 +115,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"unknown mode '{a.mode}'; use one of {', '.join(MODES)}")
     if a.T < 1 or (a.n is not None and a.n < 1):
         raise UserError("--T and --n must be >= 1")
-    net = read_netx(a.file)
+    net = load_netx(a.file)
     xs, ys, dataset = load_test_inputs(net, a.file, a.dataset, a.data_dir, a.n)
     d = input_drive(net, xs)
     on_chip, why = (False, "--cpu given") if a.cpu else loihi2_reachable()

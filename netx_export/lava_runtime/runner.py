@@ -32,8 +32,11 @@ Two schedules (:mod:`netx_export.timing`), each bit-comparable to one refsim tim
 Logits per sample and step: ``vThMant·(readout spikes so far) + (v >> 6) − vInit`` (refsim's
 readout), so predictions at every t = 1..T come out for both backends alike.
 
-Shutdown: ``net.stop()`` always runs (``finally``), including after Ctrl-C or an error; a run that
-exceeds its time budget stops after the current chunk, reports what it finished, and says so.
+Shutdown (:mod:`netx_export.lava_runtime.session`): always (``finally``), including after Ctrl-C, SIGTERM or
+an error, and at any moment, start-up included; bounded in time, it leaves no model process, shared
+memory or temporary folder. Ctrl-C / SIGTERM while a chunk runs stop the run after that chunk (a
+second one at once) and surface as KeyboardInterrupt / ``Terminated``. A run that exceeds its time
+budget stops after the current chunk, reports what it finished, and says so.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ import numpy as np
 
 from netx_export.convert.fixedpoint import STATE_SHIFT, QNetwork, input_drive
 from netx_export.lava_runtime.layout import lava_conv_weight, whc
-from netx_export.lava_runtime.session import Interrupts, shutdown
+from netx_export.lava_runtime.session import Interrupts, shutdown, start_runtime
 from netx_export.timing import DEFAULT_TIMING, TIMINGS, check_timing
 
 __all__ = ["TAGS", "TIMINGS", "CONVS", "conv_model", "LavaResult", "LavaNetwork", "build_network", "run_lava",
@@ -279,8 +282,8 @@ def build_network(path: str, drive: np.ndarray, T: int, timing: str = DEFAULT_TI
     (``"stock"``, its old name, is accepted too)."""
     conv = _check(timing, tag, T, conv, float_params)
     if qnet is None:
-        from netx_export.netx.read import read_netx
-        qnet = read_netx(path)
+        from netx_export.netx.validate import load_netx
+        qnet = load_netx(path)
     syn = qnet.synaptic
     drive = np.asarray(drive)
     n = int(drive.shape[0])
@@ -357,8 +360,8 @@ def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.nd
     adapters in front of the recorders (both for Loihi 2: hardware_runs/run_on_loihi.py)."""
     t_start = time.perf_counter()
     if qnet is None:
-        from netx_export.netx.read import read_netx
-        qnet = read_netx(path)
+        from netx_export.netx.validate import load_netx
+        qnet = load_netx(path)
     if drive is None:
         if x is None:
             raise ValueError("pass images x or a drive")
@@ -373,42 +376,46 @@ def run_lava(path: str, x: np.ndarray | None = None, T: int = 8, *, drive: np.nd
     steps = 0
     stopped = None
     try:
-        with Interrupts() as intr:
-            ln = build_network(path, drive, T, timing, tag, record_spikes, wd, qnet, float_params, conv, boundary)
-            t_built = time.perf_counter()
-            intr.check()
-            ln.net.create_runtime(run_cfg=run_cfg or ln.run_config())   # compile, fork the model processes
-            t_compiled = time.perf_counter()
-            intr.check()
-            L = len(qnet.synaptic)
-            lead = L - 1 if timing == "aligned" else 0           # pipeline fill (aligned schedule)
-            samples = chunk_samples or 1                         # first chunk small, then ~chunk_seconds each
-            while steps < ln.total_steps:
-                k = min(samples * T + (lead if steps == 0 else 0), ln.total_steps - steps)
-                t0 = time.perf_counter()
-                ln.net.run(condition=RunSteps(num_steps=k))
-                steps += k
-                if progress is not None:
-                    progress(min(n, max(0, (steps - lead) // T)))
-                intr.check()
-                elapsed = time.perf_counter() - t_start
-                if budget_s is not None and steps < ln.total_steps and elapsed > budget_s:
-                    stopped = (f"time budget of {budget_s:g} s exceeded after {steps} of {ln.total_steps} steps "
-                               f"({min(n, max(0, (steps - lead) // T))} of {n} samples); stopped cleanly")
-                    break
-                if chunk_samples is None:
-                    per_step = (time.perf_counter() - t0) / k
-                    target = chunk_seconds
-                    if budget_s is not None:
-                        target = max(per_step * T, min(target, budget_s - elapsed))
-                    samples = max(1, int(target / max(per_step, 1e-6)) // T)
-        t_run = time.perf_counter() - t_compiled
-        done, logits, spikes, counts = _extract(ln, steps, record_spikes)
+        with Interrupts() as intr:           # session.py: one signal and shutdown path, start-up included
+            try:
+                with intr.raising():         # nothing forked yet: a signal stops the build at once
+                    ln = build_network(path, drive, T, timing, tag, record_spikes, wd, qnet, float_params, conv,
+                                       boundary)
+                t_built = time.perf_counter()
+                start_runtime(ln.net, run_cfg or ln.run_config(), intr)   # compile, fork the model processes
+                t_compiled = time.perf_counter()
+                L = len(qnet.synaptic)
+                lead = L - 1 if timing == "aligned" else 0           # pipeline fill (aligned schedule)
+                samples = chunk_samples or 1                         # first chunk small, then ~chunk_seconds each
+                while steps < ln.total_steps:
+                    k = min(samples * T + (lead if steps == 0 else 0), ln.total_steps - steps)
+                    t0 = time.perf_counter()
+                    with intr.chunk(ln.net):
+                        ln.net.run(condition=RunSteps(num_steps=k))
+                    steps += k
+                    if progress is not None:
+                        progress(min(n, max(0, (steps - lead) // T)))
+                    intr.check()
+                    elapsed = time.perf_counter() - t_start
+                    if budget_s is not None and steps < ln.total_steps and elapsed > budget_s:
+                        stopped = (f"time budget of {budget_s:g} s exceeded after {steps} of {ln.total_steps} "
+                                   f"steps ({min(n, max(0, (steps - lead) // T))} of {n} samples); stopped cleanly")
+                        break
+                    if chunk_samples is None:
+                        per_step = (time.perf_counter() - t0) / k
+                        target = chunk_seconds
+                        if budget_s is not None:
+                            target = max(per_step * T, min(target, budget_s - elapsed))
+                        samples = max(1, int(target / max(per_step, 1e-6)) // T)
+                t_run = time.perf_counter() - t_compiled
+                with intr.raising():
+                    done, logits, spikes, counts = _extract(ln, steps, record_spikes)
+            finally:
+                if ln is not None:
+                    shutdown(ln.net, intr)   # bounded; a signal during it is raised when the block ends
         return LavaResult(logits, spikes, counts, done, n, T, timing, tag, steps, t_built - t_start,
                           t_compiled - t_built, t_run, time.perf_counter() - t_start, stopped)
     finally:
-        if ln is not None:
-            shutdown(ln.net)
         if own_wd:
             shutil.rmtree(wd, ignore_errors=True)
 

@@ -36,8 +36,10 @@ step 1 is the settle step, in which no synapse has delivered anything yet):
 One network per sample (≈0.5–1 s of build and compile each) keeps every sample's start exact
 without a stock per-sample reset to u(0) ≠ 0.
 
-Shutdown: every network is stopped in a ``finally`` (:func:`netx_export.lava_runtime.session.shutdown`), and
-Ctrl-C / SIGTERM only set a flag checked between samples (:class:`netx_export.lava_runtime.session.Interrupts`).
+Shutdown: every network is stopped in a ``finally`` (:func:`netx_export.lava_runtime.session.shutdown`: bounded,
+no process, shared memory or folder left, start-up included); Ctrl-C / SIGTERM stop the run after the
+current sample (a second one at once; :class:`netx_export.lava_runtime.session.Interrupts`) and surface as
+KeyboardInterrupt / ``Terminated``.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ from netx_export.convert.fixedpoint import STATE_SHIFT, QNetwork, input_drive
 from netx_export.convert.stock_blocks import (ALWAYS_ON, RELAY, LifParams, StockLayer, StockNetwork, layer_starts,
                                               steps_per_sample, stock_network)
 from netx_export.lava_runtime.layout import lava_conv_weight, to_lava, whc
-from netx_export.lava_runtime.session import Interrupts, shutdown
+from netx_export.lava_runtime.session import Interrupts, shutdown, start_runtime
 from netx_export.convert.stock_blocks import unwrap_current
 from netx_export.results import SimResult
 from netx_export.timing import DEFAULT_TIMING
@@ -274,19 +276,22 @@ def _run_samples(snet: StockNetwork, drive: np.ndarray, T: int, wd: str, timing:
 
     n = int(drive.shape[0])
     out = _Collected([[] for _ in snet.layers], early=np.zeros(len(snet.layers), np.int64))
-    with Interrupts() as intr:
+    with Interrupts() as intr:           # session.py: one signal and shutdown path, start-up included
         for k in range(n):
             t0 = time.perf_counter()
             sd = os.path.join(wd, f"sample{k}")
             os.makedirs(sd, exist_ok=True)
-            sample = _build(snet, drive[k], T, sd, boundary, timing)
+            with intr.raising():             # nothing forked yet: a signal stops the build at once
+                sample = _build(snet, drive[k], T, sd, boundary, timing)
             t1 = time.perf_counter()
             try:
-                sample.root.run(condition=RunSteps(num_steps=steps),
-                                run_cfg=run_cfg if run_cfg is not None else Loihi2SimCfg(select_tag="fixed_pt"))
-                spikes, lg, ea = _read(snet, sample, T)
+                start_runtime(sample.root, run_cfg if run_cfg is not None else Loihi2SimCfg(select_tag="fixed_pt"),
+                              intr)
+                with intr.chunk(sample.root):
+                    sample.root.run(condition=RunSteps(num_steps=steps))
+                    spikes, lg, ea = _read(snet, sample, T)
             finally:
-                shutdown(sample.root)
+                shutdown(sample.root, intr)
             out.seconds_build += t1 - t0
             out.seconds_run += time.perf_counter() - t1
             for j, sp in enumerate(spikes):

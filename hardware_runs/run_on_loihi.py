@@ -34,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from netx_export.netx.inputs import load_test_inputs
 from netx_export.convert.fixedpoint import input_drive
 from netx_export.netx.validate import load_netx
+from qcfs2lava.cli.common import MAX_STEPS, RAW, Parser, integer, number
 from qcfs2lava.util.errors import UserError, run_reporting_errors
 from qcfs2lava.util.fileio import atomic_write_json, check_outputs
 from qcfs2lava.util.progress import Progress
@@ -185,17 +186,17 @@ def _cpu_cfg():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="run_on_loihi", description=__doc__, formatter_class=RAW)
     p.add_argument("file", help="NetX file written by `qcfs2lava export`")
-    p.add_argument("--T", type=int, default=8, help="time steps per sample (default 8)")
-    p.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
-    p.add_argument("--mode", default="stock", help="stock (stock Loihi 2 blocks) or microcode (IF_SUB)")
+    p.add_argument("--T", type=integer(1, MAX_STEPS), default=8, help="time steps per sample (default 8)")
+    p.add_argument("--n", type=integer(1), default=1000, help="test images (default 1000)")
+    p.add_argument("--mode", default="stock", choices=("stock", "microcode"), help="stock (stock Loihi 2 blocks) or microcode (IF_SUB)")
     p.add_argument("--dataset", help="default: the data set recorded in the file")
     p.add_argument("--data-dir")
     p.add_argument("--partition", help="SLURM partition of the INRC Loihi 2 system (e.g. oheogulch)")
     p.add_argument("--nc-model", help="microcode mode on Loihi 2: package.module:Class of the IF_SUB NC model")
     p.add_argument("--cpu", action="store_true", help="use the CPU simulator even where Loihi 2 is reachable")
-    p.add_argument("--time-budget", type=float, metavar="S", help="stop cleanly after about S seconds")
+    p.add_argument("--time-budget", type=number(above=0), metavar="S", help="stop cleanly after about S seconds")
     p.add_argument("--out", help="JSON to write (default hardware_runs/results/<file>_<mode>_<platform>.json)")
     return p
 

@@ -146,7 +146,7 @@ def test_cli_simulate_saves_per_sample_outputs_and_spikes(exported, tmp_path):
     path, out, p = exported
     o, s = tmp_path / "out.npz", tmp_path / "sub" / "spikes.npz"
     a = p.parse_args(["simulate", out, "--n", "20", "--T", "5", "--batch-size", "7", "--save-outputs", str(o),
-                      "--save-spikes", str(s)])
+                      "--save-spikes", str(s), "--neuron-spikes"])
     assert a.func(a) == 0
     net = read_netx(out)
     xs, ys, _ = load_test_inputs(net, out, None, None, 20)
@@ -162,6 +162,12 @@ def test_cli_simulate_saves_per_sample_outputs_and_spikes(exported, tmp_path):
         assert spk[f"layer{i}_neurons"].dtype == np.uint8
         assert np.array_equal(spk[f"layer{i}_neurons"], sp.sum(0)), i
     assert [k for k in os.listdir(tmp_path / "sub")] == ["spikes.npz"]           # written atomically, nothing left
+    # per-neuron counts are opt-in: without --neuron-spikes only the per-step sums are written
+    a = p.parse_args(["simulate", out, "--n", "20", "--T", "5", "--save-spikes", str(s)])
+    assert a.func(a) == 0
+    lean = np.load(s)
+    assert sorted(lean) == sorted(k for k in spk if not k.endswith("_neurons"))
+    assert all(np.array_equal(lean[k], spk[k]) for k in lean)
 
 
 def test_cli_bad_input_is_a_user_error(exported, tmp_path):

@@ -163,6 +163,12 @@ def test_numeric_options_are_validated(capsys, tmp_path, monkeypatch, argv, patt
     assert not os.listdir(tmp_path)
 
 
+def test_neuron_spikes_need_a_spike_file(capsys, digits_netx, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fails(capsys, ["simulate", digits_netx[0], "--neuron-spikes"], "--neuron-spikes adds per-neuron counts")
+    assert not os.listdir(tmp_path)
+
+
 # --------------------------------------------------------------------------- resume
 def test_resume_refuses_changed_settings(capsys, tmp_path):
     out = tmp_path / "r.pt"

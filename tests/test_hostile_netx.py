@@ -150,6 +150,23 @@ def test_run_on_loihi_refuses(hostile, tmp_path, name):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv,pattern", [
+    (["--T", "0"], "argument --T: must be between 1 and"), (["--T", "1e20"], "argument --T: expected an integer"),
+    (["--n", "-5"], "argument --n: must be >= 1"), (["--n", "0"], "argument --n: must be >= 1"),
+    (["--time-budget", "-1"], "argument --time-budget: must be > 0"),
+    (["--time-budget", "nan"], "argument --time-budget: must be a finite number"),
+    (["--mode", "fast"], "argument --mode: invalid choice")])
+def test_run_on_loihi_checks_its_options(digits_netx, tmp_path, argv, pattern):
+    """Numeric options and the mode are refused by the parser, before any file is read or written."""
+    out = tmp_path / "hw.json"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "hardware_runs", "run_on_loihi.py"), digits_netx[0],
+                        "--cpu", "--out", str(out), *argv], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("run_on_loihi: error: ") and pattern in lines[0], r.stderr
+    assert not out.exists()
+
+
 def test_the_untouched_export_runs_and_validates(capsys, digits_netx, tmp_path):
     """The crafted files differ from a file every command accepts by one key only."""
     from netx_export.netx.read import read_netx

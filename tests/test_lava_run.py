@@ -172,7 +172,7 @@ def test_cli_saved_outputs_and_spikes_equal_the_reference_sample_by_sample(digit
     for backend in ("reference", "lava"):
         out, spk = tmp_path / f"{backend}_out.npz", tmp_path / f"{backend}_spikes.npz"
         rc = main(["simulate", path, "--backend", backend, "--dataset", "digits", "--n", "3", "--T", "4",
-                   "--save-outputs", str(out), "--save-spikes", str(spk)])
+                   "--save-outputs", str(out), "--save-spikes", str(spk), "--neuron-spikes"])
         assert rc == 0
         files[backend] = (dict(np.load(out)), dict(np.load(spk)))
     (ro, rs), (lo, ls) = files["reference"], files["lava"]

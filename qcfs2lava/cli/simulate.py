@@ -38,7 +38,12 @@ class _Outputs:
     written with :mod:`qcfs2lava.util.outputs` (the same files from both backends)."""
 
     def __init__(self, a: argparse.Namespace, names: list[str]) -> None:
+        import numpy as np
         self.outputs, self.spikes, self.names = a.save_outputs, a.save_spikes, names
+        self.per_neuron = bool(a.save_spikes and a.neuron_spikes)
+        # per-neuron counts are kept in the smallest type that holds T (10,000 CIFAR images of a VGG
+        # hold ~10^9 counts: bytes, not int64)
+        self.count_type = np.uint8 if a.T < 1 << 8 else np.uint16 if a.T < 1 << 16 else np.uint32
         self.logits: list = []
         self.labels: list = []
         self.steps: list[list] = []
@@ -53,7 +58,8 @@ class _Outputs:
         self.labels.append(labels)
         if self.spikes:
             self.steps.append(list(step_counts))
-            self.neurons.append(list(neuron_counts))
+        if self.per_neuron:
+            self.neurons.append([c.astype(self.count_type) for c in neuron_counts])
 
     def write(self) -> None:
         import numpy as np
@@ -68,7 +74,7 @@ class _Outputs:
             print(f"per-sample logits and predictions: {self.outputs}")
         if self.spikes:
             steps = [np.concatenate(c, axis=1) for c in zip(*self.steps)]
-            neurons = [np.concatenate(c, axis=0) for c in zip(*self.neurons)]
+            neurons = [np.concatenate(c, axis=0) for c in zip(*self.neurons)] if self.per_neuron else None
             save_spikes(self.spikes, steps, neurons, self.names)
             print(f"per-sample spike counts: {self.spikes}")
 
@@ -85,6 +91,8 @@ def cmd_simulate(a: argparse.Namespace) -> int:
                   [a.file])
     if a.backend not in ("reference", "lava"):
         raise UserError(f"unknown backend '{a.backend}'; use --backend reference or lava")
+    if a.neuron_spikes and not a.save_spikes:
+        raise UserError("--neuron-spikes adds per-neuron counts to --save-spikes FILE; give that file too")
     if a.compare and a.backend != "lava":
         raise UserError("--compare checks the Lava backend against the reference; use it with --backend lava")
     net = load_netx(a.file)         # read and validated once; the Lava backend gets this network too
@@ -100,7 +108,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     on_batch = (lambda r, y: outs.add(r.logits, y, r.step_counts, r.neuron_counts)) if outs.wanted else None
     bar = Progress(n, "refsim", "img")
     ev = evaluate(net, batches, a.T, timing=a.timing, progress=lambda done: bar.update(done - bar.n),
-                  on_batch=on_batch, count_neurons=bool(a.save_spikes))
+                  on_batch=on_batch, count_neurons=outs.per_neuron)
     bar.close()
     dt = time.perf_counter() - t0
     print(f"{a.file}: reference fixed-point simulation ({a.timing} timing) on {dataset}, {ev.n} test images")
@@ -219,7 +227,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-sample results: logits (T, N, K) and predictions (T, N) at every t, labels (N,), "
                         "sample indices (N,)")
     s.add_argument("--save-spikes", metavar="FILE.npz",
-                   help="per synaptic layer i: layer{i} (T, N), spikes per sample and step summed over neurons, and "
-                        "layer{i}_neurons (N, C, H, W), each neuron's spikes over all steps per sample")
+                   help="per synaptic layer i: layer{i} (T, N), spikes per sample and step summed over the "
+                        "layer's neurons")
+    s.add_argument("--neuron-spikes", action="store_true",
+                   help="with --save-spikes, also layer{i}_neurons (N, C, H, W): each neuron's spikes over all "
+                        "steps per sample (1-4 bytes per neuron and sample: large for a full test set)")
     s.add_argument("--json")
     s.set_defaults(func=cmd_simulate)

@@ -20,10 +20,8 @@ EPILOG_TRAIN = """examples:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from qcfs2lava.training import TrainConfig, train
-    from qcfs2lava.util.errors import terminate_on_sigterm
     from qcfs2lava.util.fileio import check_outputs
     check_outputs([("--out", a.out), ("--json", a.json), ("--log", a.log)], [a.init])
-    terminate_on_sigterm()          # the checkpoint of the last finished epoch stays; --resume continues
     cfg = TrainConfig(arch=a.arch, dataset=a.dataset, data_dir=a.data_dir, out=a.out, L=a.L, phi=a.phi,
                       activation=a.activation, lam_init=a.lam_init, epochs=a.epochs, batch_size=a.batch_size,
                       lr=a.lr, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, crop=a.crop,

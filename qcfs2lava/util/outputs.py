@@ -8,8 +8,8 @@ maximal class on ties), ``labels`` (N,), ``indices`` (N,) = each sample's positi
 and any extras (``evaluate``: ``ann_logits`` (N, K)).
 
 ``--save-spikes F.npz``: per spiking layer i, ``layer{i}`` (T, N) = the spikes of all its neurons in
-step t of sample n; ``layer{i}_neurons`` (N, C, H, W) = each neuron's spikes over all T steps, where the
-backend records them (``simulate``); ``layer_names``.
+step t of sample n; ``layer_names``; with ``simulate --neuron-spikes`` also ``layer{i}_neurons`` (N, C,
+H, W) = each neuron's spikes over all T steps, in the smallest unsigned type that holds T.
 """
 from __future__ import annotations
 

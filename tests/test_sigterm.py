@@ -9,7 +9,6 @@ import textwrap
 
 import torch
 
-from conftest import ROOT
 
 # argv[1]: module, argv[2]: function to wrap, argv[3]: the call after which SIGTERM comes; then the CLI.
 WRAPPER = textwrap.dedent("""

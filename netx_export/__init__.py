@@ -9,7 +9,8 @@ needed:
 * files: :func:`write_netx`, :func:`read_netx`, :func:`validate_file`, :func:`load_test_inputs`;
 * the reference simulator: :func:`input_drive`, :func:`simulate` (images → :class:`SimResult`),
   :func:`simulate_drive`;
-* Lava: :func:`run_lava` (many samples in one Lava run), :func:`compare` (spike for spike).
+* Lava: :func:`run_lava` (many samples in one Lava run), :func:`compare` (spike for spike);
+* errors: :class:`ExportError` (what the converter cannot represent, with the module named).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ _API = {
     "SimResult": "netx_export.sim.refsim",
     "run_lava": "netx_export.lava_runtime.runner",
     "compare": "netx_export.comparison",
+    "ExportError": "netx_export.errors",
 }
 
 __all__ = list(_API)

@@ -17,7 +17,7 @@ from torch import nn
 from qcfs2lava.version import __version__
 from qcfs2lava.util.errors import CheckpointError, UserError
 from qcfs2lava.util.fileio import atomic_write, file_sha256
-from qcfs2lava.models import build_model
+from qcfs2lava.models import build_network
 from qcfs2lava.qcfs import prepare_ann, qcfs_layers
 
 FORMAT = "qcfs2lava-checkpoint"
@@ -35,7 +35,7 @@ class Checkpoint:
 
 def build_from_meta(meta: dict[str, Any]) -> nn.Module:
     """Rebuild the (untrained) network described by ``meta``."""
-    model = build_model(meta["arch"], **meta["arch_kwargs"])
+    model = build_network(meta["arch"], meta["arch_kwargs"], meta.get("model_kwargs"))
     prepare_ann(model, L=int(meta["L"]), phi=float(meta["phi"]), keep_relu=meta["activation"] == "relu")
     return model
 

@@ -34,7 +34,8 @@ from torch.nn import functional as F
 from qcfs2lava import data as D
 from qcfs2lava.checkpoint import load_checkpoint, save_checkpoint
 from qcfs2lava.util.errors import UserError
-from qcfs2lava.models import build_model
+from qcfs2lava.models import build_network
+from qcfs2lava.models.factory import is_factory_spec
 from qcfs2lava.util.progress import Progress
 from qcfs2lava.qcfs import prepare_ann, qcfs_layers
 from qcfs2lava.surrogate import SpikingTwin
@@ -50,7 +51,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainConfig:
-    arch: str = "tiny"
+    arch: str = "tiny"                # a zoo name, or package.module:function (a marked factory of yours)
+    model_kwargs: dict[str, Any] | None = None   # keyword arguments of that factory (JSON values)
     dataset: str = "digits"
     data_dir: str | None = None
     out: str = "model.pt"
@@ -170,7 +172,7 @@ def _process_device(device: str, world: int) -> str:
 
 # What defines a run: a resumed run must ask for exactly these again (the rest — data folder, device,
 # threads, logging, when to stop — may change between work periods).
-RUN_DEFINING = ("arch", "dataset", "L", "phi", "activation", "lam_init", "epochs", "batch_size", "lr", "momentum",
+RUN_DEFINING = ("arch", "model_kwargs", "dataset", "L", "phi", "activation", "lam_init", "epochs", "batch_size", "lr", "momentum",
                 "weight_decay", "label_smoothing", "crop", "flip", "autoaugment", "cutout", "augment", "seed",
                 "init", "noise_p", "snn_T", "snn_weight")
 
@@ -207,7 +209,8 @@ def _build(cfg: TrainConfig) -> _Run:
     train_split = D.load_split(cfg.dataset, cfg.data_dir, train=True)
     test_split = D.load_split(cfg.dataset, cfg.data_dir, train=False)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, info.num_classes, info.in_channels, info.input_size)
+    model = build_network(cfg.arch, dict(num_classes=info.num_classes, in_channels=info.in_channels,
+                                          input_size=info.input_size), cfg.model_kwargs)
     prepare_ann(model, L=cfg.L, lam_init=cfg.lam_init, phi=cfg.phi, keep_relu=cfg.activation == "relu")
     init_meta = load_init(cfg, model) if cfg.init else None
     for _, q in qcfs_layers(model):
@@ -225,6 +228,7 @@ def _meta_base(cfg: TrainConfig, info: D.DatasetInfo, train_split, init_meta: di
                ) -> dict[str, Any]:
     meta = dict(arch=cfg.arch, arch_kwargs=dict(num_classes=info.num_classes, in_channels=info.in_channels,
                                                 input_size=info.input_size),
+                **({"model_kwargs": dict(cfg.model_kwargs or {})} if is_factory_spec(cfg.arch) else {}),
                 activation=cfg.activation, L=cfg.L, phi=cfg.phi if cfg.activation == "qcfs" else 0.0,
                 dataset=cfg.dataset, input_shape=[info.in_channels, info.input_size, info.input_size],
                 normalization=dict(mean=list(info.mean), std=list(info.std),

@@ -9,13 +9,15 @@ from qcfs2lava.qcfs import QCFS, prepare_ann
 
 
 def test_registry_names_are_the_cli_contract():
-    assert list(REGISTRY) == ["tiny", "vgg-small", "vgg16", "resnet18", "resnet20", "resnet34"]
+    assert list(REGISTRY) == ["tiny", "vgg-small", "vgg16", "resnet18", "resnet20", "resnet34", "official-vgg16",
+                              "official-resnet18", "official-resnet20", "official-resnet34"]
 
 
 @pytest.mark.parametrize("arch,shape,classes", [
     ("tiny", (1, 8, 8), 10), ("tiny", (3, 32, 32), 10), ("vgg-small", (3, 32, 32), 10),
     ("vgg16", (3, 32, 32), 100), ("resnet18", (3, 32, 32), 10), ("resnet20", (3, 32, 32), 10),
-    ("resnet34", (3, 32, 32), 100)])
+    ("resnet34", (3, 32, 32), 100), ("official-vgg16", (3, 32, 32), 10), ("official-resnet20", (3, 32, 32), 10),
+    ("official-resnet18", (3, 32, 32), 100)])
 def test_every_model_converts_and_runs(arch, shape, classes):
     m = prepare_ann(build_model(arch, classes, shape[0], shape[1]), L=4).eval()
     with torch.no_grad():

@@ -120,6 +120,16 @@ class _ChainBuilder:
                               "so shortcuts must start at a neuron layer (QCFS)")
         fork_item = main[k - 1][1]
         if not isinstance(fork_item[1], QCFS):
+            if isinstance(fork_item[1], (nn.AvgPool2d, nn.AdaptiveAvgPool2d)) and k >= 2 \
+                    and isinstance(main[k - 2][1][1], QCFS):
+                # the ImageNet ResNet stem: conv 7x7/2, QCFS, pool 3x3/2, then the first block's fork
+                raise ExportError(
+                    f"{where}: its branches split after the pool '{fork_item[0]}' ({type(fork_item[1]).__name__}) "
+                    f"that follows the QCFS '{main[k - 2][1][0]}': the pool turns spikes into averages, which the "
+                    "shortcut would have to carry into the add, but a shortcut is a synapse from a neuron layer's "
+                    "spikes (the pool is folded only into the next conv of the long branch). Exporting it needs a "
+                    "neuron layer after the pool (a QCFS there) or no pool: the QCFS authors' ResNets keep the 3x3 "
+                    "stem without a pool at every input size (official-resnet18/34, qcfs2lava import), which exports")
             raise ExportError(f"{where}: its branches split after '{fork_item[0]}', not after a QCFS "
                               "activation; shortcuts must start at a neuron layer")
         rest = short[k:]

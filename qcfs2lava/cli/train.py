@@ -10,6 +10,7 @@ __all__ = ["register", "cmd_train"]
 
 EPILOG_TRAIN = """examples:
   qcfs2lava train --arch tiny --dataset digits --epochs 30 --out m.pt
+  qcfs2lava train --model mypkg.nets:make --model-kwargs '{"width": 32}' --dataset digits --out mine.pt
   qcfs2lava train --arch vgg16 --dataset cifar10 --data-dir D --L 4 --epochs 300 --out vgg16.pt
   torchrun --nproc_per_node 2 -m qcfs2lava train --arch resnet20 --dataset cifar10 --data-dir D --out r20.pt
   qcfs2lava train --arch vgg-small --dataset cifar10 --data-dir D --init m.pt --noise-p 0.1 --epochs 3 \
@@ -19,10 +20,19 @@ EPILOG_TRAIN = """examples:
 """
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from qcfs2lava.models.factory import is_factory_spec, parse_kwargs
     from qcfs2lava.training import TrainConfig, train
+    from qcfs2lava.util.errors import UserError
     from qcfs2lava.util.fileio import check_outputs
+    if a.model and a.arch:
+        raise UserError("--arch names a zoo network and --model your own factory; give one of them")
+    if a.model is not None and not is_factory_spec(a.model):
+        raise UserError(f"--model {a.model!r}: expected package.module:function")
+    if a.model_kwargs and not a.model:
+        raise UserError("--model-kwargs are the keyword arguments of --model package.module:function; give that too")
     check_outputs([("--out", a.out), ("--json", a.json), ("--log", a.log)], [a.init])
-    cfg = TrainConfig(arch=a.arch, dataset=a.dataset, data_dir=a.data_dir, out=a.out, L=a.L, phi=a.phi,
+    model_kwargs = parse_kwargs(a.model_kwargs) if a.model else None
+    cfg = TrainConfig(arch=a.model or a.arch or "tiny", model_kwargs=model_kwargs, dataset=a.dataset, data_dir=a.data_dir, out=a.out, L=a.L, phi=a.phi,
                       activation=a.activation, lam_init=a.lam_init, epochs=a.epochs, batch_size=a.batch_size,
                       lr=a.lr, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing, crop=a.crop,
                       flip=a.flip, autoaugment=a.autoaugment, cutout=a.cutout, augment=a.augment, seed=a.seed,
@@ -40,7 +50,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a QCFS (or ReLU) ANN", epilog=EPILOG_TRAIN,
                        formatter_class=RAW)
-    t.add_argument("--arch", default="tiny", help="tiny, vgg-small, vgg16, resnet18, resnet20, resnet34")
+    t.add_argument("--arch", help="tiny (default), vgg-small, vgg16, resnet18, resnet20, resnet34; the QCFS authors' "
+                   "layouts official-vgg16, official-resnet18, official-resnet20, official-resnet34")
+    t.add_argument("--model", metavar="PKG.MODULE:FUNCTION",
+                   help="your own network instead of --arch: a factory in your installed code, marked with "
+                        "@qcfs2lava.model_factory, returning a ReLU or QCFS nn.Module (docs/your-network.md)")
+    t.add_argument("--model-kwargs", metavar="JSON", help="keyword arguments of the --model factory, a JSON object")
     t.add_argument("--dataset", default="digits", help="digits (bundled), cifar10, cifar100, imagenet")
     t.add_argument("--data-dir", help="folder with the data set's standard layout")
     t.add_argument("--out", default="model.pt", help="checkpoint to write (atomically, every epoch)")

@@ -12,6 +12,8 @@ from torch import nn
 from qcfs2lava.util.errors import UserError
 from qcfs2lava.models.resnet import resnet18, resnet20, resnet34
 from qcfs2lava.models.small import tiny
+from qcfs2lava.models.factory import build_from_factory, is_factory_spec
+from qcfs2lava.models.official import OFFICIAL
 from qcfs2lava.models.vgg import vgg16, vgg_small
 
 Builder = Callable[..., nn.Module]
@@ -23,6 +25,8 @@ REGISTRY: dict[str, Builder] = {
     "resnet18": resnet18,
     "resnet20": resnet20,
     "resnet34": resnet34,
+    # the layouts of the QCFS authors' code (qcfs2lava import --from qcfs-official)
+    **{f"official-{name}": builder for name, builder in OFFICIAL.items()},
 }
 
 
@@ -31,6 +35,27 @@ def build_model(arch: str, num_classes: int, in_channels: int, input_size: int) 
     if arch not in REGISTRY:
         raise UserError(f"unknown architecture '{arch}'; choose one of: {', '.join(REGISTRY)}")
     return REGISTRY[arch](num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+
+
+def build_network(arch: str, arch_kwargs: dict, model_kwargs: dict | None = None) -> nn.Module:
+    """The ReLU (or QCFS) network ``arch``: a zoo name, built for ``arch_kwargs`` (num_classes,
+    in_channels, input_size), or a marked factory ``package.module:function`` of your own code,
+    called with ``model_kwargs`` (:mod:`qcfs2lava.models.factory`) and checked against the data set's
+    input shape and class count."""
+    if not is_factory_spec(arch):
+        return build_model(arch, **arch_kwargs)
+    model = build_from_factory(arch, model_kwargs)
+    shape = (1, int(arch_kwargs["in_channels"]), int(arch_kwargs["input_size"]), int(arch_kwargs["input_size"]))
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(shape))
+    except Exception as e:  # noqa: BLE001 - the user's network does not take this input
+        raise UserError(f"model factory {arch}: its network fails on an input of shape {shape[1:]} "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    if tuple(getattr(out, "shape", ())) != (1, int(arch_kwargs["num_classes"])):
+        raise UserError(f"model factory {arch}: its network maps an input of shape {shape[1:]} to "
+                        f"{tuple(getattr(out, 'shape', ()))}; the data set needs (1, {arch_kwargs['num_classes']})")
+    return model
 
 
 def output_shapes(model: nn.Module, input_shape: Sequence[int], kinds: tuple[type, ...]
@@ -49,4 +74,4 @@ def output_shapes(model: nn.Module, input_shape: Sequence[int], kinds: tuple[typ
     return found
 
 
-__all__ = ["REGISTRY", "build_model", "output_shapes"]
+__all__ = ["REGISTRY", "build_model", "build_network", "output_shapes"]

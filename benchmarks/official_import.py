@@ -166,14 +166,17 @@ def main() -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     ref = _reference()
     rows = []
-    from tqdm import tqdm
+    from qcfs2lava.util.progress import Progress     # (tqdm with a thread lock: Lava must select 'fork')
     cases = [(arch, ds, layout) for arch, ds in (QUICK if a.quick else CASES) for layout in ("new", "old")]
+    bar = Progress(len(cases), "import cases", "case", interval=1.0)
     with tempfile.TemporaryDirectory(prefix="qcfs2lava-official-") as work:
-        for arch, ds, layout in tqdm(cases, desc="import cases", unit="case"):
+        for arch, ds, layout in cases:
             rows.append(run_case(ref, arch, ds, layout, a, work))
             r = rows[-1]
-            tqdm.write(f"{arch} {ds} {layout}: ANN {r['ann']:.2g}, SNN T=8 {r['snn_T8']:.2g}, "
-                       f"Lava {r.get('lava_spike_mismatches', r.get('lava', '-'))} ({r['seconds']:.0f} s)")
+            bar.write(f"{arch} {ds} {layout}: ANN {r['ann']:.2g}, SNN T=8 {r['snn_T8']:.2g}, "
+                      f"Lava {r.get('lava_spike_mismatches', r.get('lava', '-'))} ({r['seconds']:.0f} s)")
+            bar.update(1)
+    bar.close()
     command = "python benchmarks/official_import.py " + " ".join(sys.argv[1:])
     result = dict(command=command.strip(), machine=dict(platform=platform.platform(), cpus=os.cpu_count(),
                                                          torch=torch.__version__),

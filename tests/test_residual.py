@@ -222,6 +222,31 @@ def test_lava_fan_in_is_bit_exact_against_refsim(mini, timing):
     assert compare(res, refsim.simulate(plain, x[:3], 5, timing, record_spikes=True))["spike_mismatches"] > 0
 
 
+@pytest.mark.lava
+@pytest.mark.parametrize("conv", ["fast", "lava"])
+def test_lava_runs_shortcuts_of_128_channels_and_more(tmp_path, conv):
+    """Identity shortcuts and their relays are depthwise convs with one group per channel, and Lava's
+    Conv keeps ``groups`` in an int8 Var (128 read back as −128, 256 as 0): a ResNet-18 used to fail in
+    Lava at its first 128-channel block. Both conv models now run it bit-exact against refsim."""
+    require_lava()
+    from netx_export.comparison import compare
+    from netx_export.lava_runtime.runner import run_lava
+    torch.manual_seed(0)
+    model = prepare_ann(nn.Sequential(nn.Conv2d(1, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+                                      BasicBlock(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 3)),
+                        L=4, lam_init=1.0)
+    randomize_bn(model)
+    net = quantize(trace(model.eval(), (1, 4, 4)), metadata=dict(NORM))
+    assert max(sk.groups for lay in net.layers for sk in lay.skips) == 128
+    path = str(tmp_path / "wide.net")
+    write_netx(net, path)
+    x = np.random.default_rng(1).uniform(-2, 2, size=(2, 1, 4, 4))
+    ref = refsim.simulate(net, x, 3, "lava", record_spikes=True)
+    c = compare(run_lava(path, x, T=3, timing="lava", qnet=net, conv=conv), ref)
+    assert c["spike_mismatches"] == 0 and c["logit_mismatches"] == 0 and c["spikes_compared"] > 0, c["layers"]
+    assert all(s.any() for s in ref.spikes[:-1])
+
+
 def test_resnet18_export_keeps_every_loihi_range(tmp_path):
     """ResNet-18 (CIFAR variant, untrained): 8 shortcuts, 3 of them 1x1 stride-2 convs, all delayed by one
     step, and a file that passes every NetX and Loihi check."""

@@ -50,6 +50,16 @@ class _Plan(NamedTuple):
     out_shape: tuple[int, int, int]
 
 
+def _groups(weight: np.ndarray, in_shape: tuple[int, ...]) -> int:
+    """The conv's groups from its shapes, C_in / (C_in per group): Lava's Conv keeps ``groups`` in an
+    int8 Var (``PyConvModelFixed``: ``LavaPyType(np.ndarray, np.int8, precision=8)``), so 128 groups
+    read back as −128 and 256 as 0; the shapes cannot wrap."""
+    cg, c_in = int(np.shape(weight)[3]), int(in_shape[2])
+    if cg < 1 or c_in % cg:
+        raise ValueError(f"conv: {c_in} input channels do not fit weight {np.shape(weight)}")
+    return c_in // cg
+
+
 def _build_plan(weight: np.ndarray, in_shape: tuple[int, ...], stride: tuple[int, int],
                 padding: tuple[int, int], dilation: tuple[int, int], groups: int, dtype: type) -> _Plan:
     """im2col buffers and kernel matrix for ``weight`` (C_out, kW, kH, C_in/groups), Lava's layout."""
@@ -95,7 +105,7 @@ class PyConvModelFast(PyConvModelFixed):
         if plan is None or plan.interior.shape != tuple(in_shape):
             plan = _build_plan(np.asarray(self.weight), tuple(in_shape),
                                tuple(int(v) for v in self.stride), tuple(int(v) for v in self.padding),
-                               tuple(int(v) for v in self.dilation), int(self.groups[0]), dtype)
+                               tuple(int(v) for v in self.dilation), _groups(self.weight, in_shape), dtype)
             self._plans[dtype] = plan
         return plan
 

@@ -24,12 +24,31 @@ from netx_export.lava_runtime.layout import lava_conv_weight
 __all__ = ["wire_shortcuts"]
 
 
+# Lava's Conv stores ``groups`` as int8, so 128 or more groups wrap in Lava's own conv model (``--conv
+# lava``; ours reads them from the shapes, netx_export.lava.conv_models._groups). Such a conv (a relay's
+# or an identity shortcut's depthwise ones) becomes the same conv with one group: block-diagonal weights.
+_INT8_GROUPS = 127
+
+
+def _one_group(weight: np.ndarray, groups: int) -> np.ndarray:
+    """Grouped conv weights (C_out, C_in/G, kH, kW) as the equal conv with one group (C_out, C_in, kH, kW)."""
+    c_out, cg = int(weight.shape[0]), int(weight.shape[1])
+    full = np.zeros((c_out, cg * groups) + tuple(weight.shape[2:]), weight.dtype)
+    per = c_out // groups
+    for o in range(c_out):
+        g = o // per
+        full[o, g * cg:(g + 1) * cg] = weight[o]
+    return full
+
+
 def _conv(weight: np.ndarray, in_shape: tuple[int, ...], sk: QSkip | None = None) -> Any:
     from lava.proc.conv.process import Conv
     geo = dict(padding=(0, 0), stride=(1, 1), dilation=(1, 1), groups=int(weight.shape[0]))
     if sk is not None:
         geo = dict(padding=tuple(sk.padding[::-1]), stride=tuple(sk.stride[::-1]), dilation=tuple(sk.dilation[::-1]),
                    groups=int(sk.groups))
+    if geo["groups"] > _INT8_GROUPS:
+        weight, geo["groups"] = _one_group(weight, geo["groups"]), 1
     return Conv(weight=lava_conv_weight(weight), input_shape=tuple(in_shape), **geo)
 
 

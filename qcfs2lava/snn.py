@@ -9,6 +9,7 @@ layer (the threshold-balancing baselines).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -199,13 +200,15 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], T: int,
              snn: nn.Module | None = None, progress: Callable[[int, float], None] | None = None,
-             keep_outputs: bool = False) -> Evaluation:
+             keep_outputs: bool = False, device: str = "cpu") -> Evaluation:
     """ANN accuracy and SNN accuracy at every t = 1..T over ``batches``; with ``keep_outputs`` also
     every sample's logits at every t, its ANN logits and per-layer spikes per step.
 
-    ``progress(images in this batch, accuracy at T so far)`` is called after every batch."""
-    model.eval()
-    snn = convert(model) if snn is None else snn
+    ``progress(images in this batch, accuracy at T so far)`` is called after every batch. ``device``:
+    where the ANN and the SNN compute (``model`` and ``snn`` are moved there; results come back to
+    the CPU)."""
+    model.eval().to(device)
+    snn = (convert(model) if snn is None else snn).to(device)
     correct_ann = 0
     correct_snn = torch.zeros(T, dtype=torch.float64)
     spikes: dict[str, float] = {}
@@ -213,9 +216,12 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     n = 0
     kept: dict[str, list] = {"logits": [], "ann": [], "labels": [], "steps": []}
     for x, y in batches:
-        ann = model(x)
+        x = x.to(device)
+        ann = model(x).cpu()
         correct_ann += int((ann.argmax(1) == y).sum())
         r = simulate(snn, x, T, record_steps=keep_outputs)
+        r = dataclasses.replace(r, logits=r.logits.cpu(), spikes={k: v.cpu() for k, v in r.spikes.items()},
+                                step_spikes={k: v.cpu() for k, v in r.step_spikes.items()})
         correct_snn += (r.logits.argmax(2) == y.view(1, -1)).sum(1).double()
         for k, v in r.spikes.items():
             spikes[k] = spikes.get(k, 0.0) + float(v.sum())

@@ -33,126 +33,150 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from netx_export.convert.conv import int_conv2d, int_dense
 from netx_export.convert.fixedpoint import STATE_SHIFT, QLayer, QNetwork, input_drive, v_init_array
 from netx_export.loihi import DECAY_SHIFT, UV_MAX, decay, wrap_current
 from netx_export.results import SimResult
+from netx_export.sim.backends import backend
 from netx_export.timing import DEFAULT_TIMING, TIMINGS, check_timing
 
 __all__ = ["UV_MAX", "DECAY_SHIFT", "decay", "wrap_current", "lif_step", "SimResult", "simulate", "simulate_drive",
            "evaluate", "RefEvaluation", "TIMINGS"]
 
 
-def lif_step(u: np.ndarray, v: np.ndarray, a: np.ndarray | int, bias: np.ndarray | int, vth: int,
-             du: int, dv: int, subtractive: bool = True
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def lif_step(u, v, a, bias, vth: int, du: int, dv: int, subtractive: bool = True, *, may_wrap: bool = True):
     """One Loihi neuron step in state units (see module docstring). ``a`` and ``bias`` are in weight
-    units. Returns (u, v, spikes, number of v values that saturated)."""
-    u = wrap_current(decay(u, du + 1) + (np.asarray(a, dtype=np.int64) << STATE_SHIFT))
-    v_raw = decay(v, dv) + u + (np.asarray(bias, dtype=np.int64) << STATE_SHIFT)
-    v = np.clip(v_raw, -(UV_MAX - 1), UV_MAX - 1)
-    sat = int(np.count_nonzero(v != v_raw))
+    units (int64 arrays, or 0). Returns (u, v, spikes, number of v values that saturated). Operators
+    only: ``u``, ``v``, ``a``, ``bias`` may be numpy arrays or torch tensors (:mod:`~netx_export.sim.backends`).
+    ``may_wrap=False`` skips u's wrap where the caller has proved it cannot happen (|u| < 2^23)."""
+    kept = decay(u, du + 1)
+    u = a << STATE_SHIFT if isinstance(kept, int) and kept == 0 else kept + (a << STATE_SHIFT)
+    if may_wrap:
+        u = wrap_current(u)
+    v = decay(v, dv) + u              # a new array: the caller's v is not changed
+    v += bias << STATE_SHIFT
+    sat = 0
+    if v.max() > UV_MAX - 1 or v.min() < -(UV_MAX - 1):      # one reduction each; saturation is rare
+        v_raw, v = v, v.clip(-(UV_MAX - 1), UV_MAX - 1)
+        sat = int((v != v_raw).sum())
     th = int(vth) << STATE_SHIFT
     if subtractive:
         s = v >= th
-        v = v - s * th
+        v -= s * th
     else:
         s = v > th
-        v = np.where(s, 0, v)
+        v *= ~s
     return u, v, s, sat
 
 
-def _synapse(lay: QLayer, x: np.ndarray) -> np.ndarray:
-    assert lay.weight is not None
-    if lay.kind == "conv":
-        return int_conv2d(x, lay.weight, lay.stride, lay.padding, lay.dilation, lay.groups)
-    return int_dense(x, lay.weight).reshape((x.shape[0],) + tuple(lay.shape))
+def _may_wrap(lay: QLayer) -> bool:
+    """Whether u can leave the 24-bit range: only if a current that persists (iDecay < 4096) or the
+    largest input, Σ|w| over the fan-in of the main synapse plus every shortcut's (0/1 spikes), in state
+    units, reaches 2^23."""
+    assert lay.neuron is not None and lay.weight is not None
+    if lay.neuron.i_decay != 1 << DECAY_SHIFT:
+        return True
+    w = np.abs(lay.weight).reshape(lay.weight.shape[0], -1).sum(1).max()
+    w += sum(int(np.abs(sk.weight).reshape(sk.weight.shape[0], -1).sum(1).max()) for sk in lay.skips)
+    return (int(w) << STATE_SHIFT) >= UV_MAX
 
 
-def _skip_synapse(sk, x: np.ndarray) -> np.ndarray:
-    return int_conv2d(x, sk.weight, sk.stride, sk.padding, sk.dilation, sk.groups)
-
-
-def _initial_state(lay: QLayer, n: int) -> list[np.ndarray]:
+def _initial_state(lay: QLayer, n: int, xp, kind: str) -> list:
     """[u, v] of ``n`` samples at the start: u = 0, v = vInit << 6 (per channel if the file has it so)."""
     assert lay.neuron is not None
     shp = (n,) + tuple(lay.shape)
-    if lay.neuron.per_channel:
-        v0 = np.broadcast_to(v_init_array(lay.neuron, lay.shape) << STATE_SHIFT, shp).copy()
-    else:
-        v0 = np.full(shp, int(lay.neuron.v_init) << STATE_SHIFT, np.int64)
-    return [np.zeros(shp, np.int64), v0]
+    v0 = np.broadcast_to(v_init_array(lay.neuron, lay.shape) << STATE_SHIFT, shp)
+    return [xp.zeros(shp, kind), xp.asarray(v0, kind)]
+
+
+def _narrow(lay: QLayer, may_wrap: bool) -> bool:
+    """Whether 32-bit state holds every value of the layer's update: no decay arithmetic (iDecay 4096,
+    vDecay 0), so |v| < 2^23 after each clip, u = a·64 < 2^23, and v + u + bias·64 < 2^31."""
+    assert lay.neuron is not None
+    return lay.neuron.i_decay == 1 << DECAY_SHIFT and lay.neuron.v_decay == 0 and not may_wrap
 
 
 def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = DEFAULT_TIMING,
-                   record_spikes: bool = False, drive_clipped: int = 0, *, count_neurons: bool = False) -> SimResult:
+                   record_spikes: bool = False, drive_clipped: int = 0, *, count_neurons: bool = False,
+                   device: str | None = None) -> SimResult:
     """Run ``T`` steps with layer 0's per-step bias ``drive`` (int, (N,) + layer-0 shape). The result
     always has each layer's spikes per step (``step_counts``); ``count_neurons`` adds each neuron's
-    spikes over all steps (``neuron_counts``), ``record_spikes`` every spike."""
+    spikes over all steps (``neuron_counts``), ``record_spikes`` every spike.
+
+    ``device`` None computes in numpy; ``"cpu"`` or ``"cuda"`` with PyTorch convolutions on exact
+    integers (:mod:`netx_export.sim.backends`): the same integers, faster."""
     check_timing(timing)
     if T < 1:
         raise ValueError("T must be >= 1")
+    xp = backend(device, net)
     syn = [i for i, lay in enumerate(net.layers) if lay.kind != "flatten"]
     n = drive.shape[0]
-    drive = np.asarray(drive, dtype=np.int64).reshape((n,) + tuple(net.layers[syn[0]].shape))
-    state = {i: _initial_state(net.layers[i], n) for i in syn}
-    counts = {i: np.zeros(n, np.int64) for i in syn}
-    per_step: dict[int, list[np.ndarray]] = {i: [] for i in syn}
-    fired = {i: np.zeros((n,) + tuple(net.layers[i].shape), np.int64) for i in syn}   # readout needs per-neuron
-    rec = {i: [] for i in syn} if record_spikes else None
-    last = {i: np.zeros((n,) + tuple(net.layers[i].shape), bool) for i in syn}   # spikes of step t−1
+    may_wrap = {i: _may_wrap(net.layers[i]) for i in syn[1:]}
+    may_wrap[syn[0]] = False                      # layer 0: u = 0 (its input is the drive, a bias)
+    kind = {i: "state" if _narrow(net.layers[i], may_wrap[i]) else "int" for i in syn}
+    drive = xp.asarray(np.asarray(drive, dtype=np.int64).reshape((n,) + tuple(net.layers[syn[0]].shape)),
+                       kind[syn[0]])
+    state = {i: _initial_state(net.layers[i], n, xp, kind[i]) for i in syn}
+    bias = {i: xp.asarray(net.layers[i].bias.reshape((1, -1) + (1,) * (len(net.layers[i].shape) - 1)), kind[i])
+            for i in syn[1:]}
+    bias[syn[0]] = drive
+    # the backend's fused IF_SUB update, where it has one, for the layers whose state is 32-bit
+    fused = {i: getattr(xp, "if_sub_step", None) if kind[i] == "state" and net.layers[i].neuron.type == "IF_SUB"
+             else None for i in syn}
+    bias64 = {i: bias[i] << STATE_SHIFT for i in syn if fused[i] is not None}
+    counts = {i: xp.zeros((n,), "int") for i in syn}
+    per_step: dict[int, list] = {i: [] for i in syn}
+    fired = {i: xp.zeros((n,) + tuple(net.layers[i].shape), "int") for i in syn}   # readout needs per-neuron
+    rec: dict[int, list] | None = {i: [] for i in syn} if record_spikes else None
+    last = {i: xp.zeros((n,) + tuple(net.layers[i].shape), "bool") for i in syn}   # spikes of step t−1
     # Shortcut sources: past[j][d] = spikes of layer j at step t − 1 − d (lava timing).
     depth: dict[int, int] = {}
     for lay in net.layers:
         for sk in lay.skips:
             depth[sk.source] = max(depth.get(sk.source, 0), sk.delay + 1)
-    past = {j: [np.zeros((n,) + tuple(net.layers[j].shape), bool) for _ in range(d)] for j, d in depth.items()}
+    past = {j: [xp.zeros((n,) + tuple(net.layers[j].shape), "bool") for _ in range(d)] for j, d in depth.items()}
     out = syn[-1]
     lay_out = net.layers[out]
     assert lay_out.neuron is not None
-    logits = np.zeros((T, n, int(np.prod(lay_out.shape))), np.int64)
+    v0_out = xp.asarray(v_init_array(lay_out.neuron, lay_out.shape)[None])
+    logits: list = []
     saturated = 0
     for t in range(T):
-        cur: dict[int, np.ndarray] = {}
-        for i, lay in enumerate(net.layers):
-            if lay.kind == "flatten":
-                continue
+        cur: dict[int, object] = {}
+        for i in syn:
+            lay = net.layers[i]
             neu = lay.neuron
             assert neu is not None and lay.bias is not None
-            if i == syn[0]:
-                a: np.ndarray | int = 0
-                bias = drive
-            else:
+            a = 0
+            if i != syn[0]:
                 prev = syn[syn.index(i) - 1]
-                spk = cur[prev] if timing == "aligned" else last[prev]
-                a = _synapse(lay, spk.reshape(n, -1) if lay.kind == "dense" else spk)
-                for sk in lay.skips:
-                    a = a + _skip_synapse(sk, cur[sk.source] if timing == "aligned" else past[sk.source][sk.delay])
-                bias = lay.bias.reshape((1, -1) + (1,) * (len(lay.shape) - 1))
+                a = xp.synapse(i, lay, cur[prev] if timing == "aligned" else last[prev])
+                for k, sk in enumerate(lay.skips):
+                    a = a + xp.skip(i, k, sk, cur[sk.source] if timing == "aligned" else past[sk.source][sk.delay])
             u, v = state[i]
-            u, v, s, sat = lif_step(u, v, a, bias, neu.vth, neu.i_decay - 1, neu.v_decay,
-                                    subtractive=neu.type == "IF_SUB")
+            if fused[i] is not None:
+                v, s, sat = fused[i](v, a, bias64[i], int(neu.vth) << STATE_SHIFT)
+            else:
+                u, v, s, sat = lif_step(u, v, a, bias[i], neu.vth, neu.i_decay - 1, neu.v_decay,
+                                        subtractive=neu.type == "IF_SUB", may_wrap=may_wrap[i])
             state[i] = [u, v]
             saturated += sat
             cur[i] = s
-            c = s.reshape(n, -1).sum(1)
+            c = xp.count(s)
             counts[i] += c
             per_step[i].append(c)
             if i == out or count_neurons:
                 fired[i] += s
             if rec is not None:
-                rec[i].append(s.copy())
+                rec[i].append(s)
         last = cur
         for j in past:
             past[j] = [cur[j]] + past[j][:-1]
-        v_out = state[out][1]
-        logits[t] = (int(lay_out.neuron.vth) * fired[out] + (v_out >> STATE_SHIFT)
-                     - v_init_array(lay_out.neuron, lay_out.shape)[None]).reshape(n, -1)
-    return SimResult(logits, tuple(counts[i] for i in syn),
+        logits.append((int(lay_out.neuron.vth) * fired[out] + (state[out][1] >> STATE_SHIFT) - v0_out).reshape(n, -1))
+    return SimResult(xp.numpy(xp.stack(logits)), tuple(xp.numpy(counts[i]) for i in syn),
                      tuple(int(np.prod(net.layers[i].shape)) for i in syn),
-                     tuple(np.stack(rec[i]) for i in syn) if rec is not None else None,
-                     saturated, drive_clipped, timing, tuple(np.stack(per_step[i]) for i in syn),
-                     tuple(fired[i] for i in syn) if count_neurons else None)
+                     tuple(xp.numpy(xp.stack(rec[i])) for i in syn) if rec is not None else None,
+                     saturated, drive_clipped, timing, tuple(xp.numpy(xp.stack(per_step[i])) for i in syn),
+                     tuple(xp.numpy(fired[i]) for i in syn) if count_neurons else None)
 
 
 def simulate(net: QNetwork | str, x: np.ndarray, T: int, timing: str = DEFAULT_TIMING,
@@ -183,11 +207,12 @@ class RefEvaluation:
 def evaluate(net: QNetwork, batches: Iterable[tuple[np.ndarray, np.ndarray]], T: int,
              timing: str = DEFAULT_TIMING, progress=None, *, simulate=None,
              on_batch: Callable[[SimResult, np.ndarray], None] | None = None,
-             count_neurons: bool = False) -> RefEvaluation:
+             count_neurons: bool = False, device: str | None = None) -> RefEvaluation:
     """Accuracy at every t = 1..T over (normalised images, labels) batches. ``simulate`` replaces
     :func:`simulate_drive` for another construction of the same file (``net.qnet`` then gives the
     input drive), e.g. :func:`netx_export.sim.stock.simulate_drive`. ``on_batch(result, labels)``
-    sees every batch's :class:`SimResult` (with ``neuron_counts`` if ``count_neurons``)."""
+    sees every batch's :class:`SimResult` (with ``neuron_counts`` if ``count_neurons``). ``device``: see
+    :func:`simulate_drive` (numpy if None)."""
     sim = simulate or simulate_drive
     drive_net = getattr(net, "qnet", net)
     correct = np.zeros(T)
@@ -197,7 +222,8 @@ def evaluate(net: QNetwork, batches: Iterable[tuple[np.ndarray, np.ndarray]], T:
     for x, y in batches:
         x, y = np.asarray(x, dtype=np.float64), np.asarray(y)
         d = input_drive(drive_net, x)
-        r = sim(net, d.drive, T, timing, False, d.clipped, **({"count_neurons": True} if count_neurons else {}))
+        kw = dict({"count_neurons": True} if count_neurons else {}, **({"device": device} if device else {}))
+        r = sim(net, d.drive, T, timing, False, d.clipped, **kw)
         if on_batch is not None:
             on_batch(r, y)
         correct += (r.predictions == y.reshape(1, -1)).sum(1)

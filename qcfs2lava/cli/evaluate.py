@@ -54,6 +54,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from qcfs2lava.util.tables import accuracy_table
     check_outputs([("--json", a.json), ("--plot", a.plot), ("--save-outputs", a.save_outputs),
                    ("--save-spikes", a.save_spikes)], [a.checkpoint])
+    if a.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: torch sees no CUDA device here; use --device cpu")
     ck = load_checkpoint(a.checkpoint)
     batches = D.test_batches(ck.meta, a.data_dir, a.n, a.batch_size)
     snn = _snn_for(ck, a)
@@ -61,8 +65,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     bar = Progress(sum(len(y) for _, y in batches), f"SNN T={a.T}", "img")
     keep = bool(a.save_outputs or a.save_spikes)
     ev = evaluate(ck.model, batches, a.T, snn=snn, progress=lambda k, acc: bar.update(k, acc_T=acc),
-                  keep_outputs=keep)
+                  keep_outputs=keep, device=a.device)
     bar.close()
+    ck.model.cpu(), snn.cpu()                      # (the layer errors below run on the CPU)
     dt = time.perf_counter() - t0
     print(f"{a.checkpoint}: {ck.meta['arch']} on {ck.meta['dataset']} ({ev.n} test images), "
           f"{ck.meta['activation']}, L={ck.meta['L']}, {dt:.1f} s")
@@ -76,7 +81,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                   f"{e['mean_abs_error']:12.4f}")
     result = dict(checkpoint=a.checkpoint, sha256=ck.sha256, arch=ck.meta["arch"], dataset=ck.meta["dataset"],
                   activation=ck.meta["activation"], n=ev.n, T=ev.T, ann_accuracy=ev.ann_accuracy,
-                  snn_accuracy=ev.snn_accuracy, firing_rates=ev.firing_rates, layer_errors=errs, seconds=dt)
+                  snn_accuracy=ev.snn_accuracy, firing_rates=ev.firing_rates, layer_errors=errs, seconds=dt,
+                  device=a.device)
     write_json(a.json, result)
     if a.save_outputs:
         save_outputs(a.save_outputs, ev.logits.numpy(), ev.labels.numpy(), ann_logits=ev.ann_logits.numpy())
@@ -101,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--T", type=integer(1, MAX_STEPS), default=64, help="time steps; accuracy is reported at every t <= T (default 64)")
     e.add_argument("--n", type=integer(1), help="only the first n test images")
     e.add_argument("--batch-size", type=integer(1), default=250)
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the ANN and SNN compute")
     e.add_argument("--json", help="write the results as JSON")
     e.add_argument("--plot", help="PNG: accuracy vs T")
     e.add_argument("--save-outputs", metavar="NPZ",

@@ -91,6 +91,10 @@ def cmd_simulate(a: argparse.Namespace) -> int:
                   [a.file])
     if a.backend not in ("reference", "lava"):
         raise UserError(f"unknown backend '{a.backend}'; use --backend reference or lava")
+    if a.engine == "torch" and a.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: torch sees no CUDA device here; use --device cpu")
     if a.neuron_spikes and not a.save_spikes:
         raise UserError("--neuron-spikes adds per-neuron counts to --save-spikes FILE; give that file too")
     if a.compare and a.backend != "lava":
@@ -108,16 +112,18 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     on_batch = (lambda r, y: outs.add(r.logits, y, r.step_counts, r.neuron_counts)) if outs.wanted else None
     bar = Progress(n, "refsim", "img")
     ev = evaluate(net, batches, a.T, timing=a.timing, progress=lambda done: bar.update(done - bar.n),
-                  on_batch=on_batch, count_neurons=outs.per_neuron)
+                  on_batch=on_batch, count_neurons=outs.per_neuron, device=_ref_device(a))
     bar.close()
     dt = time.perf_counter() - t0
-    print(f"{a.file}: reference fixed-point simulation ({a.timing} timing) on {dataset}, {ev.n} test images")
+    print(f"{a.file}: reference fixed-point simulation ({a.timing} timing, {a.engine}"
+          f"{' on ' + a.device if a.engine == 'torch' else ''}) on {dataset}, {ev.n} test images")
     print(accuracy_table(ev.accuracy))
     print("firing rates (spikes/neuron/step): " + ", ".join(f"{nm}={r:.4f}" for nm, r in zip(names, ev.firing_rates)))
     print(f"v saturations: {ev.saturated}; input drive clipped: {ev.drive_clipped}/{ev.drive_total}; "
           f"{dt:.1f} s ({ev.n * a.T / max(dt, 1e-9):.0f} sample-steps/s)")
     outs.write()
-    write_json(a.json, dict(file=a.file, backend=a.backend, timing=a.timing, dataset=dataset, n=ev.n, T=ev.T,
+    write_json(a.json, dict(file=a.file, backend=a.backend, engine=a.engine, device=a.device if a.engine == "torch"
+                            else None, timing=a.timing, dataset=dataset, n=ev.n, T=ev.T,
                              accuracy=ev.accuracy, firing_rates=dict(zip(names, ev.firing_rates)),
                              saturated=ev.saturated, drive_clipped=ev.drive_clipped, drive_total=ev.drive_total,
                              source_sha256=net.metadata.get("source_sha256"), seconds=dt,
@@ -168,6 +174,11 @@ def _simulate_lava(a: argparse.Namespace, net, xs, ys, dataset: str) -> int:
     return rc
 
 
+def _ref_device(a: argparse.Namespace) -> str | None:
+    """The reference simulator's array backend: None (numpy) or the torch device."""
+    return None if a.engine == "numpy" else a.device
+
+
 def _compare_with_reference(a: argparse.Namespace, net, drive, ys, res) -> dict[str, Any]:
     """The reference simulator on the samples Lava finished, ``--batch-size`` at a time, each batch
     compared with :func:`netx_export.comparison.compare`; prints one line, returns the JSON record."""
@@ -182,7 +193,7 @@ def _compare_with_reference(a: argparse.Namespace, net, drive, ys, res) -> dict[
     step = max(1, int(getattr(a, "batch_size", 250)))
     for i in range(0, res.n, step):
         j = min(res.n, i + step)
-        ref = simulate_drive(net, drive[i:j], a.T, a.timing, record_spikes=True)
+        ref = simulate_drive(net, drive[i:j], a.T, a.timing, record_spikes=True, device=_ref_device(a))
         parts.append(compare(res, ref, samples=slice(i, j)))
         ref_correct += (ref.predictions == ys[i:j].reshape(1, -1)).sum(1)
     dt = time.perf_counter() - t0
@@ -196,7 +207,7 @@ def _compare_with_reference(a: argparse.Namespace, net, drive, ys, res) -> dict[
           f"{'bit-exact' if ok else 'NOT bit-exact'} ({dt:.1f} s)")
     layers = [dict(layer=r["layer"], compared=r["compared"], mismatches=r["mismatches"],
                    first_mismatch=r["first_mismatch"]) for r in c["layers"]]
-    return dict(reference="refsim", timing=a.timing, layers=layers, seconds_reference=dt,
+    return dict(reference="refsim", engine=a.engine, device=a.device, timing=a.timing, layers=layers, seconds_reference=dt,
                 reference_accuracy=(ref_correct / max(1, res.n)).tolist(), bit_exact=ok, **tot)
 
 
@@ -213,6 +224,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--timing", default=DEFAULT_TIMING, choices=list(TIMINGS),
                    help="aligned: no synaptic delay (accuracy studies); lava: one step per layer, as on Loihi")
     s.add_argument("--batch-size", type=integer(1), default=250)
+    s.add_argument("--engine", default="torch", choices=["torch", "numpy"],
+                   help="reference (and --compare's reference): torch (PyTorch convolutions on exact integers, the "
+                        "default) or numpy (the slow second implementation); the same integers")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="torch engine: where it computes (default cpu)")
     s.add_argument("--compare", action="store_true",
                    help="lava: also run the reference on the same inputs and count spike mismatches "
                         "(every layer, step, sample); exit 1 if any")

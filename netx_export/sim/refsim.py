@@ -180,13 +180,14 @@ def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = DEFAU
 
 
 def simulate(net: QNetwork | str, x: np.ndarray, T: int, timing: str = DEFAULT_TIMING,
-             record_spikes: bool = False) -> SimResult:
-    """Simulate normalised images ``x`` (N, C, H, W) for ``T`` steps; ``net`` may be a NetX file path."""
+             record_spikes: bool = False, *, device: str | None = None) -> SimResult:
+    """Simulate normalised images ``x`` (N, C, H, W) for ``T`` steps; ``net`` may be a NetX file path.
+    ``device``: None (numpy), "cpu" or "cuda" (PyTorch), as in :func:`simulate_drive`."""
     if isinstance(net, str):
         from netx_export.netx.validate import load_netx
         net = load_netx(net)
     d = input_drive(net, x)
-    return simulate_drive(net, d.drive, T, timing, record_spikes, d.clipped)
+    return simulate_drive(net, d.drive, T, timing, record_spikes, d.clipped, device=device)
 
 
 @dataclass

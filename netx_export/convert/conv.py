@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["conv2d", "dense", "int_conv2d", "int_dense", "conv_output_shape"]
+__all__ = ["conv2d", "dense", "int_conv2d", "int_dense", "conv_output_shape", "max_abs_fan_in",
+           "FLOAT32_EXACT", "FLOAT64_EXACT"]
 
 _CHUNK_ELEMS = 1 << 24        # im2col block size (float64 elements, 128 MB) per batch chunk
-_EXACT = float(2 ** 53)
+FLOAT32_EXACT = 1 << 24       # integers of magnitude below this are exact in float32 (any sum order)
+FLOAT64_EXACT = 1 << 53       # … and in float64
+_EXACT = float(FLOAT64_EXACT)
+
+
+def max_abs_fan_in(weight: np.ndarray) -> int:
+    """max over output channels (rows) of Σ|w| over the fan-in: the largest |input| that 0/1 spikes
+    can make through these integer weights, whatever the order of summation."""
+    w = np.abs(np.asarray(weight, dtype=np.int64))
+    return int(w.reshape(w.shape[0], -1).sum(axis=1).max(initial=0)) if w.size else 0
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups: int = 1

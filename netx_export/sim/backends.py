@@ -22,15 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from netx_export.convert.conv import int_conv2d, int_dense
-from netx_export.convert.fixedpoint import QLayer, QNetwork, QSkip
+from netx_export.convert.conv import FLOAT32_EXACT, FLOAT64_EXACT, int_conv2d, int_dense, max_abs_fan_in
+from netx_export.convert.fixedpoint import QLayer, QSkip
+from netx_export.loihi import UV_MAX
 
 __all__ = ["backend", "NumpyBackend", "TorchBackend", "DEVICES"]
 
 DEVICES = ("cpu", "cuda")
-_FLOAT32_EXACT = 1 << 24
-_UV_MAX = 1 << 23           # netx_export.loihi.UV_MAX (24-bit signed u, v)
-_FLOAT64_EXACT = 1 << 53
 
 
 class NumpyBackend:
@@ -75,7 +73,7 @@ class TorchBackend:
     """torch tensors on ``device``, int64 state; synapses by PyTorch convolutions on exact integers."""
     name = "torch"
 
-    def __init__(self, device: str, net: QNetwork):
+    def __init__(self, device: str):
         import torch
         from torch.nn import functional as F
         if device not in DEVICES:
@@ -85,7 +83,6 @@ class TorchBackend:
         self.torch, self.F, self.device = torch, F, torch.device(device)
         self._weights: dict[tuple[int, int], Any] = {}     # (layer, skip or −1) → float weight tensor
         self._checked: set[tuple[str, tuple[int, ...]]] = set()
-        self.net = net
 
     # ------------------------------------------------------------------ arrays
     def _dtype(self, kind: str) -> Any:
@@ -116,9 +113,9 @@ class TorchBackend:
         v.add_(bias64)
         lo, hi = self.torch.aminmax(v)
         sat = 0
-        if int(hi) > _UV_MAX - 1 or int(lo) < -(_UV_MAX - 1):
+        if int(hi) > UV_MAX - 1 or int(lo) < -(UV_MAX - 1):
             raw = v.clone()
-            v.clamp_(-(_UV_MAX - 1), _UV_MAX - 1)
+            v.clamp_(-(UV_MAX - 1), UV_MAX - 1)
             sat = int((v != raw).sum())
         s = v >= th
         v.sub_(s.to(v.dtype).mul_(th))
@@ -129,13 +126,13 @@ class TorchBackend:
         return x.cpu().numpy()
 
     # ------------------------------------------------------------------ synapses
-    def _weight(self, key: tuple[int, int], w: np.ndarray, fan_in_axes: tuple[int, ...]) -> Any:
+    def _weight(self, key: tuple[int, int], w: np.ndarray) -> Any:
         t = self._weights.get(key)
         if t is None:
-            bound = int(np.abs(w).sum(axis=fan_in_axes).max()) if w.size else 0
-            if bound >= _FLOAT64_EXACT:
+            bound = max_abs_fan_in(w)
+            if bound >= FLOAT64_EXACT:
                 raise ValueError(f"layer {key[0]}: weights too large for an exact float64 convolution")
-            dtype = self.torch.float32 if (self.device.type == "cpu" and bound < _FLOAT32_EXACT) else self.torch.float64
+            dtype = self.torch.float32 if (self.device.type == "cpu" and bound < FLOAT32_EXACT) else self.torch.float64
             t = self.torch.as_tensor(np.asarray(w, dtype=np.float64), device=self.device).to(dtype)
             self._weights[key] = t
         return t
@@ -161,17 +158,17 @@ class TorchBackend:
         assert lay.weight is not None
         n = spikes.shape[0]
         if lay.kind == "conv":
-            w = self._weight((i, -1), lay.weight, (1, 2, 3))
+            w = self._weight((i, -1), lay.weight)
             return self._conv(spikes, w, lay.stride, lay.padding, lay.dilation, lay.groups, f"layer {i}")
-        w = self._weight((i, -1), lay.weight, (1,))
+        w = self._weight((i, -1), lay.weight)
         y = self.F.linear(spikes.reshape(n, -1).to(w.dtype), w)
         return self._exact(y, f"layer {i}").reshape((n,) + tuple(lay.shape))
 
     def skip(self, i: int, k: int, sk: QSkip, spikes: Any) -> Any:
-        w = self._weight((i, k), sk.weight, (1, 2, 3))
+        w = self._weight((i, k), sk.weight)
         return self._conv(spikes, w, sk.stride, sk.padding, sk.dilation, sk.groups, f"layer {i} shortcut {k}")
 
 
-def backend(device: str | None, net: QNetwork) -> Any:
+def backend(device: str | None) -> Any:
     """numpy for ``device`` None, else PyTorch on ``device`` ("cpu" or "cuda")."""
-    return NumpyBackend if device is None else TorchBackend(device, net)
+    return NumpyBackend if device is None else TorchBackend(device)

@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from netx_export.convert.conv import max_abs_fan_in
 from netx_export.convert.fixedpoint import STATE_SHIFT, QLayer, QNetwork, input_drive, v_init_array
 from netx_export.loihi import DECAY_SHIFT, UV_MAX, decay, wrap_current
 from netx_export.results import SimResult
@@ -75,9 +76,8 @@ def _may_wrap(lay: QLayer) -> bool:
     assert lay.neuron is not None and lay.weight is not None
     if lay.neuron.i_decay != 1 << DECAY_SHIFT:
         return True
-    w = np.abs(lay.weight).reshape(lay.weight.shape[0], -1).sum(1).max()
-    w += sum(int(np.abs(sk.weight).reshape(sk.weight.shape[0], -1).sum(1).max()) for sk in lay.skips)
-    return (int(w) << STATE_SHIFT) >= UV_MAX
+    w = max_abs_fan_in(lay.weight) + sum(max_abs_fan_in(sk.weight) for sk in lay.skips)
+    return (w << STATE_SHIFT) >= UV_MAX
 
 
 def _initial_state(lay: QLayer, n: int, xp, kind: str) -> list:
@@ -107,7 +107,7 @@ def simulate_drive(net: QNetwork, drive: np.ndarray, T: int, timing: str = DEFAU
     check_timing(timing)
     if T < 1:
         raise ValueError("T must be >= 1")
-    xp = backend(device, net)
+    xp = backend(device)
     syn = [i for i, lay in enumerate(net.layers) if lay.kind != "flatten"]
     n = drive.shape[0]
     may_wrap = {i: _may_wrap(net.layers[i]) for i in syn[1:]}

@@ -21,12 +21,13 @@ The file is read with weights_only=True; no code of the authors is needed.
 
 def cmd_import(a: argparse.Namespace) -> int:
     from qcfs2lava.official_import import LAYOUTS, import_official, save_imported
+    from qcfs2lava.qcfs import qcfs_layers
     from qcfs2lava.util.fileio import check_outputs
     check_outputs([("-o", a.output), ("--json", a.json)], [a.file])
     imp = import_official(a.file, a.arch, a.dataset, a.L)
     save_imported(imp, a.output)
     src = imp.meta["imported_from"]
-    lam = [float(m.lam.detach()) for m in imp.model.modules() if hasattr(m, "lam")]
+    lam = [float(m.lam.detach()) for _, m in qcfs_layers(imp.model)]
     print(f"{a.file}: {LAYOUTS[imp.layout][0]} layout ({imp.layout}{', module. prefix removed' if src['module_prefix_removed'] else ''}), "
           f"{a.arch} on {a.dataset}, L = {a.L}: {len(lam)} QCFS layers, λ from {min(lam):.4g} to {max(lam):.4g}")
     print(f"wrote {a.output} (architecture {imp.meta['arch']}, source sha256 {src['sha256'][:12]}…)")

@@ -51,7 +51,7 @@ def lava_row(label: str, path: str, net, drive: np.ndarray, T: int, conv: str, b
     from netx_export.lava_runtime.runner import run_lava
     bar = Progress(len(drive), label, "img", interval=1.0)
     res = run_lava(path, T=T, drive=drive, timing="lava", qnet=net, conv=conv, budget_s=budget, chunk_samples=1,
-                   progress=lambda done: bar.update(done - bar.n))
+                   progress=bar.to)
     bar.close()
     row = _row(label, res.n, T, res.seconds_run, backend="lava", conv=conv, tag=res.tag,
                seconds_build=res.seconds_build, seconds_compile=res.seconds_compile, stopped=res.stopped)

@@ -124,7 +124,7 @@ def fixed_eval(label: str, path: str, x: np.ndarray, y: np.ndarray, calib: torch
         bar = Progress(len(y), f"{'fixed ' + label[:22]:>28s}", "img")
         t0 = time.perf_counter()
         ev = ref_evaluate(net, ((x[i:i + batch], y[i:i + batch]) for i in range(0, len(y), batch)), T,
-                          progress=lambda done: bar.update(done - bar.n))
+                          progress=bar.to)
         return dict(accuracy=ev.accuracy, n=ev.n, saturated=ev.saturated, drive_clipped=ev.drive_clipped,
                     firing_rates=ev.firing_rates, timing=ev.timing, seconds=time.perf_counter() - t0,
                     net=os.path.basename(net_path))
@@ -146,7 +146,7 @@ def lava_eval(label: str, net_path: str, x: np.ndarray, y: np.ndarray, T: int, w
         bar = Progress(len(y), f"{'lava ' + label[:23]:>28s}", "img")
         t0 = time.perf_counter()
         res = run_lava(net_path, T=T, drive=d.drive, timing="aligned", record_spikes=True, qnet=net,
-                       progress=lambda done: bar.update(done - bar.n))
+                       progress=bar.to)
         seconds = time.perf_counter() - t0
         c = compare(res, simulate_drive(net, d.drive[:res.n], T, "aligned", record_spikes=True))
         return dict(accuracy=res.accuracy(y).tolist(), n=res.n, seconds=seconds,

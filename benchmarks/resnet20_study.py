@@ -70,7 +70,7 @@ def fixed_eval(net, x: np.ndarray, y: np.ndarray, T: int, batch: int = 50) -> di
     bar = Progress(len(y), f"{'fixed point (refsim)':>18s}", "img")
     t0 = time.perf_counter()
     ev = ref_evaluate(net, ((x[i:i + batch], y[i:i + batch]) for i in range(0, len(y), batch)), T,
-                      progress=lambda done: bar.update(done - bar.n))
+                      progress=bar.to)
     return dict(accuracy=ev.accuracy, n=ev.n, saturated=ev.saturated, drive_clipped=ev.drive_clipped,
                 firing_rates=ev.firing_rates, seconds=time.perf_counter() - t0)
 
@@ -80,7 +80,7 @@ def lava_eval(path: str, net, x: np.ndarray, y: np.ndarray, T: int, timing: str 
     from netx_export.lava_runtime.runner import run_lava
     bar = Progress(len(y), f"{'Lava (' + timing + ')':>18s}", "img")
     res = run_lava(path, x, T, timing=timing, qnet=net, record_spikes=True,
-                   progress=lambda done: bar.update(done - bar.n))
+                   progress=bar.to)
     ref = simulate(net, x[:res.n], T, timing, record_spikes=True)
     c = compare(res, ref)
     acc = (res.logits.argmax(2) == y[:res.n].reshape(1, -1)).mean(1)

@@ -142,7 +142,7 @@ def main() -> int:
     bar = Progress(n, "IF_SUB vs stock", "img")
     t0 = time.perf_counter()
     ev = compare_stock(net, ((x[i:i + a.batch], y[i:i + a.batch]) for i in range(0, n, a.batch)), a.T, a.timing,
-                        progress=lambda done: bar.update(done - bar.n))
+                        progress=bar.to)
     bar.close()
     dt = time.perf_counter() - t0
     iso = []

@@ -138,7 +138,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         prof = Profilers(steps * n) if on_chip else None
         cfg = prof.run_cfg() if prof else _cpu_cfg()
         res = run_stock_lava(net, drive=d.drive, T=a.T, timing="aligned", run_cfg=cfg, boundary=EioBoundary() if on_chip else None,
-                             budget_s=a.time_budget, progress=lambda k: bar.update(k - bar.n))
+                             budget_s=a.time_budget, progress=bar.to)
         acc = res.sim.accuracy(ys[:res.n]) if res.n else np.zeros(0)
         done, stopped = res.n, res.stopped
         timing = "aligned (layer j starts j steps late through a relay chain; one network per sample)"
@@ -150,7 +150,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         cfg = prof.run_cfg({IF_SUB: _nc_model(a.nc_model)}) if prof else None
         res = run_lava(a.file, drive=d.drive, T=a.T, timing="aligned", record_spikes=False, qnet=net,
                        budget_s=a.time_budget, run_cfg=cfg, boundary=EioBoundary() if on_chip else None,
-                       progress=lambda k: bar.update(k - bar.n))
+                       progress=bar.to)
         acc = res.accuracy(ys[:res.n]) if res.n else np.zeros(0)
         done, stopped = res.n, res.stopped
         timing = "aligned (staggered per-layer resets, samples back to back)"

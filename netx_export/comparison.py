@@ -32,7 +32,7 @@ def compare(a, b, *, atol: float = 0.0, samples: slice | None = None) -> dict[st
 
     ``samples``; ``layers`` (per synaptic layer: ``compared`` spike entries, ``mismatches``,
     ``agreement`` = 1 − mismatches/compared, ``first_mismatch`` [t, sample, ...] in ``a``'s sample
-    numbering or None); ``spikes_compared``, ``spike_mismatches``; ``logits_compared``,
+    numbering — the lowest sample with a mismatch, at its first step — or None); ``spikes_compared``, ``spike_mismatches``; ``logits_compared``,
     ``logit_mismatches`` (|difference| > ``atol``), ``max_logit_abs_diff``, ``logit_rows_equal``
     ((t, sample) pairs with identical logit vectors); ``prediction_mismatches`` and per step
     ``prediction_mismatches_per_step``; ``identical`` (no spike differs, no logit either)."""
@@ -59,9 +59,9 @@ def compare(a, b, *, atol: float = 0.0, samples: slice | None = None) -> dict[st
         diff = x != y
         m = int(np.count_nonzero(diff))
         first = None
-        if m:
-            first = [int(v) for v in np.argwhere(diff)[0]]
-            first[1] += start
+        if m:   # the first sample with a mismatch, at its first such step: independent of how samples are batched
+            first = [int(v) for v in np.argwhere(np.swapaxes(diff, 0, 1))[0]]
+            first[0], first[1] = first[1], first[0] + start
         layers.append(_layer(i, int(x.size), m, first))
     dl = np.abs(la.astype(np.float64) - lb.astype(np.float64))
     pred = la.argmax(axis=2) != lb.argmax(axis=2)

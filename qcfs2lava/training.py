@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qcfs2lava import data as D
+from qcfs2lava import distributed
 from qcfs2lava.checkpoint import load_checkpoint, save_checkpoint
 from qcfs2lava.util.errors import UserError
 from qcfs2lava.models import build_network
@@ -109,14 +110,6 @@ class TrainConfig:
             # the twin trains in eval mode, where QCFS draws no noise: refuse rather than ignore --noise-p
             raise UserError("--noise-p and --snn-T cannot be combined (spike-aware fine-tuning runs in eval mode)")
         return c
-
-
-def _dist() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("QCFS2LAVA_BACKEND") != "gloo" else "gloo"
-        torch.distributed.init_process_group(backend)
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
 def _average_buffers(model: nn.Module, world: int) -> None:
@@ -198,7 +191,7 @@ class _Run:
 
 
 def _build(cfg: TrainConfig) -> _Run:
-    rank, world = _dist()
+    rank, world = distributed.init()
     if cfg.batch_size % world:
         raise UserError(f"--batch-size {cfg.batch_size} is the global batch: it must divide evenly among "
                         f"{world} processes")

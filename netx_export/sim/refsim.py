@@ -200,6 +200,9 @@ class RefEvaluation:
     drive_clipped: int
     drive_total: int
     timing: str
+    correct: list[int]                      # index t−1: samples right at t steps (accuracy · n, exact)
+    spike_totals: list[int]                 # per synaptic layer: spikes over all neurons, steps, samples
+    neurons: list[int]                      # per synaptic layer: neurons per sample
 
     def at(self, t: int) -> float:
         return self.accuracy[t - 1]
@@ -216,7 +219,7 @@ def evaluate(net: QNetwork, batches: Iterable[tuple[np.ndarray, np.ndarray]], T:
     :func:`simulate_drive` (numpy if None)."""
     sim = simulate or simulate_drive
     drive_net = getattr(net, "qnet", net)
-    correct = np.zeros(T)
+    correct = np.zeros(T, dtype=np.int64)
     spikes = None
     n = sat = clipped = total = 0
     neurons: tuple[int, ...] = ()
@@ -228,7 +231,7 @@ def evaluate(net: QNetwork, batches: Iterable[tuple[np.ndarray, np.ndarray]], T:
         if on_batch is not None:
             on_batch(r, y)
         correct += (r.predictions == y.reshape(1, -1)).sum(1)
-        c = np.array([float(s.sum()) for s in r.spike_counts])
+        c = np.array([int(s.sum()) for s in r.spike_counts], dtype=np.int64)
         spikes = c if spikes is None else spikes + c
         neurons = r.neurons
         n += len(y)
@@ -241,4 +244,5 @@ def evaluate(net: QNetwork, batches: Iterable[tuple[np.ndarray, np.ndarray]], T:
         raise ValueError("no samples to evaluate")
     assert spikes is not None
     rates = [float(s) / (n * k * T) for s, k in zip(spikes, neurons)]
-    return RefEvaluation(T, n, (correct / n).tolist(), rates, sat, clipped, total, timing)
+    return RefEvaluation(T, n, (correct / n).tolist(), rates, sat, clipped, total, timing,
+                         [int(c) for c in correct], [int(s) for s in spikes], [int(k) for k in neurons])

@@ -19,8 +19,10 @@ from typing import Sequence
 import numpy as np
 
 from qcfs2lava.util.fileio import atomic_write_bytes
+from qcfs2lava.util.shards import concat_samples
 
-__all__ = ["spike_summary", "save_outputs", "save_spikes", "load_npz"]
+__all__ = ["spike_summary", "output_arrays", "spike_arrays", "write_npz", "save_outputs", "save_spikes", "load_npz",
+           "join_arrays", "join_npz"]
 
 
 def spike_summary(spikes: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -34,16 +36,16 @@ def spike_summary(spikes: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[
     return steps, neurons
 
 
-def _write_npz(path: str, arrays: dict[str, np.ndarray], compressed: bool = False) -> None:
+def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """``arrays`` as ``path`` (.npz, atomically); spike files (no ``logits``) compressed."""
     buf = io.BytesIO()
-    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    (np.savez if "logits" in arrays else np.savez_compressed)(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_outputs(path: str, logits: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None,
-                 **extra: np.ndarray) -> None:
-    """``path`` (.npz): ``logits`` (T, N, K) at every t, ``predictions`` (T, N) their argmax, ``labels``
-    (N,), ``indices`` (N,), each sample's position in the test set (default 0..N−1), and ``extra``."""
+def output_arrays(logits: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None,
+                  **extra: np.ndarray) -> dict[str, np.ndarray]:
+    """What :func:`save_outputs` writes."""
     logits = np.asarray(logits)
     if logits.ndim != 3:
         raise ValueError(f"logits must be (T, N, K), got {logits.shape}")
@@ -54,16 +56,20 @@ def save_outputs(path: str, logits: np.ndarray, labels: np.ndarray, indices: np.
     idx = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.shape != (n,):
         raise ValueError(f"{idx.shape[0]} indices for {n} samples")
-    _write_npz(path, dict(logits=logits, predictions=logits.argmax(axis=2), labels=labels.astype(np.int64),
-                          indices=idx, **{k: np.asarray(v) for k, v in extra.items()}))
+    return dict(logits=logits, predictions=logits.argmax(axis=2), labels=labels.astype(np.int64), indices=idx,
+                **{k: np.asarray(v) for k, v in extra.items()})
 
 
-def save_spikes(path: str, step_counts: Sequence[np.ndarray], neuron_counts: Sequence[np.ndarray] | None = None,
-                names: Sequence[str] | None = None) -> None:
-    """``path`` (.npz, compressed), per synaptic layer i: ``layer{i}`` (T, N) spikes per sample and
-    step, summed over the layer's neurons; with ``neuron_counts`` also ``layer{i}_neurons`` (N, C, H,
-    W), each neuron's spikes over all T steps per sample (the smallest unsigned type that holds T);
-    with ``names`` the layer names as ``layer_names``."""
+def save_outputs(path: str, logits: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None,
+                 **extra: np.ndarray) -> None:
+    """``path`` (.npz): ``logits`` (T, N, K) at every t, ``predictions`` (T, N) their argmax, ``labels``
+    (N,), ``indices`` (N,), each sample's position in the test set (default 0..N−1), and ``extra``."""
+    write_npz(path, output_arrays(logits, labels, indices, **extra))
+
+
+def spike_arrays(step_counts: Sequence[np.ndarray], neuron_counts: Sequence[np.ndarray] | None = None,
+                 names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """What :func:`save_spikes` writes."""
     arrays: dict[str, np.ndarray] = {}
     T = 0
     for i, c in enumerate(step_counts):
@@ -78,10 +84,39 @@ def save_spikes(path: str, step_counts: Sequence[np.ndarray], neuron_counts: Seq
             arrays[f"layer{i}_neurons"] = np.asarray(c).astype(dtype)
     if names is not None:
         arrays["layer_names"] = np.asarray(list(names), dtype=str)
-    _write_npz(path, arrays, compressed=True)
+    return arrays
+
+
+def save_spikes(path: str, step_counts: Sequence[np.ndarray], neuron_counts: Sequence[np.ndarray] | None = None,
+                names: Sequence[str] | None = None) -> None:
+    """``path`` (.npz, compressed), per synaptic layer i: ``layer{i}`` (T, N) spikes per sample and
+    step, summed over the layer's neurons; with ``neuron_counts`` also ``layer{i}_neurons`` (N, C, H,
+    W), each neuron's spikes over all T steps per sample (the smallest unsigned type that holds T);
+    with ``names`` the layer names as ``layer_names``."""
+    write_npz(path, spike_arrays(step_counts, neuron_counts, names))
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
     """A file written by :func:`save_outputs` or :func:`save_spikes`, as plain arrays."""
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def _sample_axis(key: str) -> int | None:
+    """The axis of a per-sample file's array that runs over samples (None: not per sample)."""
+    if key == "layer_names":
+        return None
+    if key in ("logits", "predictions") or (key.startswith("layer") and key[5:].isdigit()):
+        return 1                                    # (T, N, ...)
+    return 0                                        # labels, indices, layer{i}_neurons, extras: (N, ...)
+
+
+def join_arrays(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The per-sample arrays of consecutive shards (:mod:`qcfs2lava.util.shards`), in shard order,
+    as one unsharded run holds them."""
+    return concat_samples(parts, {k: a for k in parts[0] if (a := _sample_axis(k)) is not None})
+
+
+def join_npz(paths: Sequence[str], out: str) -> None:
+    """Per-sample files of consecutive shards, in shard order, joined into ``out``."""
+    write_npz(out, join_arrays([load_npz(p) for p in paths]))

@@ -4,8 +4,6 @@ Lava runtime does not compute it (Lava does). Written with operators only, so th
 run on numpy arrays and on torch tensors (the reference simulator's two array backends)."""
 from __future__ import annotations
 
-import numpy as np
-
 __all__ = ["UV_MAX", "DECAY_SHIFT", "decay", "wrap_current"]
 
 UV_MAX = 1 << 23            # u, v are 24-bit signed

@@ -46,16 +46,8 @@ def _model_and_images(a: argparse.Namespace):
         ck = load_checkpoint(a.checkpoint)
         model, meta = ck.model, ck.meta
     else:
-        from qcfs2lava.models import build_model
-        from qcfs2lava.qcfs import prepare_ann
-        torch.manual_seed(0)
-        model = prepare_ann(build_model("vgg-small", 10, 3, 32), L=4).eval()
-        for m in model.modules():
-            if hasattr(m, "lam"):
-                m.lam.data.fill_(1.0)
-        info = D.dataset_info("cifar10")
-        meta = dict(dataset="cifar10", normalization=dict(mean=list(info.mean), std=list(info.std), max_value=255.0),
-                    input_shape=[3, 32, 32])
+        from untrained import untrained_model
+        model, meta = untrained_model("vgg-small", "cifar10")
     norm = meta["normalization"]
     if a.data_dir:
         split = D.load_split(meta["dataset"], a.data_dir, train=False)

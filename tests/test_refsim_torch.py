@@ -109,3 +109,32 @@ def test_three_way_with_lava(resnet_net, tmp_path, timing):
     ref = _both(net, drive[:3], 6, timing)
     c = compare(run_lava(path, drive=drive[:3], T=6, timing=timing, qnet=net), ref)
     assert c["identical"] and c["spikes_compared"] > 0, c["layers"]
+
+
+@pytest.mark.lava
+def test_three_way_with_lava_where_v_saturates(digits_netx, tmp_path):
+    """Lava's IF_SUB model (with its fast path for IF_SUB's decays) on a valid file where v saturates
+    (every other channel of layer 1 biased by −4095, the 13-bit limit) and layer 0 has per-channel
+    vInit: the same spikes and logits as both refsim backends. (u cannot wrap in a valid file: the
+    validator bounds the per-step input below 2^17.)"""
+    require_lava()
+    from netx_export.comparison import compare
+    from netx_export.lava_runtime.runner import run_lava
+    from netx_export.netx.validate import validate_file
+    _, net, drive, _ = digits_netx
+    layers = list(net.layers)
+    first, second = [i for i, lay in enumerate(layers) if lay.neuron is not None][:2]
+    neu = layers[first].neuron
+    v0 = np.random.default_rng(3).integers(0, neu.vth, layers[first].shape[0]).astype(np.int64)
+    layers[first] = dataclasses.replace(layers[first], neuron=dataclasses.replace(neu, v_init=v0))
+    bias = layers[second].bias.copy()
+    bias[::2] = -4095
+    layers[second] = dataclasses.replace(layers[second], bias=bias)
+    hot = dataclasses.replace(net, layers=tuple(layers))
+    path = str(tmp_path / "hot.net")
+    write_netx(hot, path)
+    assert validate_file(path) == []
+    ref = _both(hot, drive[:3], 36, "lava")
+    assert ref.saturated > 0
+    c = compare(run_lava(path, drive=drive[:3], T=36, timing="lava", qnet=hot), ref)
+    assert c["identical"] and c["spikes_compared"] > 0, c["layers"]

@@ -241,3 +241,13 @@ def test_lava_workers_stop_together_and_leave_no_process(digits_netx, tmp_path, 
 
 def test_cost_fields_are_only_run_costs():
     assert all(k.startswith(("seconds", "steps")) or k == "shards" for k in COST_FIELDS)
+
+
+def test_core_groups_split_this_process_cores_disjointly():
+    from qcfs2lava.cli.scale_out import core_groups
+    mine = sorted(os.sched_getaffinity(0))
+    for count in range(1, len(mine) + 1):
+        groups = core_groups(count)
+        assert len(groups) == count and all(groups)
+        assert sorted(c for g in groups for c in g) == mine           # disjoint, and every core used
+    assert core_groups(len(mine) + 1) == []                           # more workers than cores: not pinned

@@ -30,7 +30,8 @@ from qcfs2lava.util.errors import UserError
 from qcfs2lava.util.progress import REPORT_ENV, Progress
 from qcfs2lava.util.shards import Shard
 
-__all__ = ["COST_FIELDS", "without_costs", "compare_record", "merge_records", "namespace_argv", "run_workers", "gather"]
+__all__ = ["COST_FIELDS", "without_costs", "compare_record", "merge_records", "namespace_argv", "core_groups",
+           "run_workers", "gather"]
 
 # depend on how the samples were split (joined: wall times the slowest shard's, steps summed; every
 # shard's own in "shards")
@@ -180,6 +181,20 @@ def _last_line(path: str) -> str:
     return lines[-1] if lines else ""
 
 
+def core_groups(count: int) -> list[set[int]]:
+    """The cores this process may use, cut into ``count`` disjoint groups (worker k gets group k), or
+    [] where there are fewer cores than workers or no affinity API. One Lava runtime is a tree of
+    busy processes that does not run faster on two cores than on one (benchmarks/lava_scale_out.py),
+    so workers that share every core slow each other down; pinned, each keeps its own."""
+    try:
+        mine = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return []
+    if count > len(mine):
+        return []
+    return [set(mine[k * len(mine) // count:(k + 1) * len(mine) // count]) for k in range(count)]
+
+
 def run_workers(a: argparse.Namespace, parser: argparse.ArgumentParser, n_total: int
                 ) -> tuple[dict[str, Any] | None, tuple[dict | None, dict | None], int]:
     """``a``'s run as ``a.workers`` shard processes: (joined record, (outputs, spikes) arrays, exit
@@ -188,7 +203,8 @@ def run_workers(a: argparse.Namespace, parser: argparse.ArgumentParser, n_total:
     from qcfs2lava.util.outputs import join_arrays, load_npz
 
     count = int(a.workers)
-    threads = max(1, (os.cpu_count() or 1) // count)
+    cores = core_groups(count)
+    threads = max(1, len(cores[0]) if cores else (os.cpu_count() or 1) // count)
     with tempfile.TemporaryDirectory(prefix="qcfs2lava-workers-") as wd:
         procs, files = [], []
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -204,6 +220,11 @@ def run_workers(a: argparse.Namespace, parser: argparse.ArgumentParser, n_total:
                                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                   env=dict(env, **{REPORT_ENV: f["progress"]}),
                                                   start_new_session=True))
+                if cores:       # before the worker starts its Lava runtime, whose processes inherit it
+                    try:
+                        os.sched_setaffinity(procs[-1].pid, cores[k])
+                    except OSError:     # it has already exited: its exit code tells
+                        pass
                 files.append(f)
             failed = None
             while failed is None and any(p.poll() is None for p in procs):

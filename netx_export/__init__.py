@@ -10,6 +10,7 @@ needed:
 * the reference simulator: :func:`input_drive`, :func:`simulate` (images → :class:`SimResult`),
   :func:`simulate_drive`;
 * Lava: :func:`run_lava` (many samples in one Lava run), :func:`compare` (spike for spike);
+* Loihi 2: :func:`plan_network` (cores and chips a file's layers need, per mode), :func:`format_plan`;
 * errors: :class:`ExportError` (what the converter cannot represent, with the module named).
 """
 from __future__ import annotations
@@ -32,6 +33,8 @@ _API = {
     "SimResult": "netx_export.sim.refsim",
     "run_lava": "netx_export.lava_runtime.runner",
     "compare": "netx_export.comparison",
+    "plan_network": "netx_export.report.plan",
+    "format_plan": "netx_export.report.plan",
     "ExportError": "netx_export.errors",
 }
 

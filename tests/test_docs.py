@@ -41,7 +41,7 @@ SMOKE: dict[str, list[str]] = {
     "report": ["--n", "2", "--T", "4"],
 }
 PROGRAMS = ("qcfs2lava", "python", "torchrun")
-SUBCOMMANDS = ("train", "import", "evaluate", "calibrate", "export", "inspect", "simulate", "merge", "report", "demo")
+SUBCOMMANDS = ("train", "import", "evaluate", "calibrate", "export", "inspect", "plan", "simulate", "merge", "report", "demo")
 # Pages that still show commands outside ```console blocks (so they are not executed). Listed here
 # explicitly so the gap is visible in every test run; strict: the entry must go once the page is fixed.
 UNEXECUTED_COMMANDS_KNOWN: dict[str, str] = {}

@@ -116,6 +116,9 @@ def test_collect_report_data(collected):
     for a, b in zip(e.layers, e.layers[1:]):
         assert b.spikes_in == pytest.approx(a.spikes_out)
     assert data.provenance["checkpoint sha256"] and data.provenance["test samples"] == 60
+    assert [(p.mode, p.storage) for p in data.plans] == [("microcode", "expanded"), ("microcode", "shared"),
+                                                         ("stock", "expanded"), ("stock", "shared")]
+    assert all(p.neurons == sum(c.neurons for c in e.layers) + (p.mode == "stock") for p in data.plans)
 
 
 def test_collect_reads_lava_json(exported, tmp_path):
@@ -187,8 +190,9 @@ def test_html_report_is_self_contained(collected, tmp_path):
     imgs = re.findall(r'<figure id="fig-(\w+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', text)
     assert [k for k, _ in imgs] == list(FIGURES)
     assert all(base64.b64decode(b).startswith(PNG) for _, b in imgs)
-    for cls in ("accuracy", "quantization", "energy", "energy-summary", "provenance"):
+    for cls in ("accuracy", "quantization", "energy", "energy-summary", "plan", "provenance"):
         assert f'<table class="{cls}">' in text
+    assert "(g) Loihi 2 resource plan" in text and "fits one Loihi 2 chip" in text
     assert "77 fJ/SOP" in text and "Loihi on-chip estimate" in text and "Davies et al. 2018" in text
     assert data.provenance["checkpoint sha256"] in text
     assert "http" not in text.replace("http-equiv", "")        # nothing fetched from elsewhere

@@ -24,7 +24,7 @@ from netx_export.errors import NetxFileError
 from netx_export.convert.fixedpoint import InputDrive, LayerReport, QLayer, QNetwork, QNeuron, QSkip
 from netx_export.netx.write import FORMAT, FORMAT_VERSION
 
-__all__ = ["read_netx", "read_layers", "open_netx", "layer_keys", "decode_str"]
+__all__ = ["read_netx", "read_layers", "has_input_neurons", "open_netx", "layer_keys", "decode_str"]
 
 
 def open_netx(path: str) -> h5py.File:
@@ -164,6 +164,18 @@ def read_layers(path: str) -> tuple[tuple[int, int, int] | None, list[QLayer]]:
             layers.append(lay)
             prev_shape = lay.shape
         return input_shape, layers
+
+
+def has_input_neurons(path: str) -> bool:
+    """Whether the file's ``input`` layer (lava-dl's) has a neuron group: NetX then builds it as a
+    neuron process of its own (ours have no input layer: the host drives layer 0)."""
+    with open_netx(path) as f:
+        keys = layer_keys(f, path)
+        try:
+            g = f["layer"][keys[0]] if keys else None
+            return g is not None and decode_str(_need(g, "type")) == "input" and "neuron" in g
+        except _MALFORMED as e:
+            raise _malformed(f"{path}: layer {keys[0]}", e) from None
 
 
 def _read_layer(g: h5py.Group, k: str, prev_shape: tuple[int, int, int] | None, index: dict[int, int],

@@ -20,6 +20,7 @@ from qcfs2lava.util.errors import UserError
 from qcfs2lava.util.fileio import file_sha256
 
 from netx_export.report.energy import energy_table
+from netx_export.report.plan import STORAGES, plan_network
 from netx_export.convert.fixedpoint import QNetwork, input_drive
 from netx_export.sim.refsim import simulate_drive
 from netx_export.report.render import RasterLayer, ReportData
@@ -249,5 +250,7 @@ def collect_report_data(checkpoint_path: str, net_path: str, data_dir: str | Non
         firing_rates={"float SNN": tuple(float_rates), "fixed-point SNN": tuple(fixed.rates[j] for j in hidden)},
         raster=tuple(raster_sample([fixed.first[j] for j in hidden], names)),
         raster_label=f"test sample 0 (label {int(inp.ys[0])}), fixed-point SNN, T={T}",
-        quantization=tuple(net.report), energy=energy, provenance=_provenance(
+        quantization=tuple(net.report), energy=energy,
+        plans=tuple(plan_network(net.layers, m, st) for m in ("microcode", "stock") for st in STORAGES),
+        provenance=_provenance(
             inp, checkpoint_path, net_path, data_dir, T, fixed, lava_json, t_start))

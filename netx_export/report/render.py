@@ -2,11 +2,12 @@
 
 :class:`ReportData` holds results already computed (accuracy at every t for the ANN, float SNN,
 fixed-point SNN and Lava; firing rates; one sample's spikes; the quantization and energy tables;
-provenance); :func:`write_report` turns it into ``report.html`` (figures embedded as base64 PNG)
+the Loihi 2 resource plan; provenance); :func:`write_report` turns it into ``report.html`` (figures embedded as base64 PNG)
 or ``report.md`` (PNG files beside it). Figures, from :mod:`netx_export.report.figures`:
 
     (a) accuracy vs T     (b) the paper's Figure 2 for this L     (c) firing rates per layer
     (d) spike raster      (e) quantization table                  (f) energy table (appendix A.8)
+    (g) Loihi 2 resource plan (:mod:`netx_export.report.plan`)
 
 Nothing here computes results (``report_collect.collect_report_data`` does, from files), so
 anything that has the numbers (``qcfs2lava demo``) can build a ``ReportData`` itself. Every
@@ -28,6 +29,7 @@ from qcfs2lava.util.errors import UserError
 from qcfs2lava.util.fileio import atomic_write_bytes, atomic_write_text
 
 from netx_export.report.energy import EnergyTable, format_joules
+from netx_export.report.plan import Plan, verdict
 from netx_export.convert.fixedpoint import LayerReport
 from netx_export.report import figures as F
 
@@ -81,6 +83,7 @@ class ReportData:
     raster_label: str = ""                          # e.g. "test sample 0 (label 3), fixed-point SNN"
     quantization: Sequence[LayerReport] = ()
     energy: EnergyTable | None = None
+    plans: Sequence[Plan] = ()                      # Loihi 2 resource plans (mode x synapse storage)
     provenance: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -187,6 +190,17 @@ def _energy_rows(e: EnergyTable) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _plan_rows(plans: Sequence[Plan]) -> tuple[list[str], list[list[str]]]:
+    head = ["mode", "synapse storage", "neurons", "synapses", "cores", "chips", "fits"]
+    return head, [[p.mode, p.storage, _num(p.neurons), _num(p.synapses), str(p.cores), str(p.chips), verdict(p)]
+                  for p in plans]
+
+
+PLAN_NOTE = ("Cores per neuron process by tiling its output under the per-core limits of "
+             "netx_export/report/limits.py (neurons, synaptic memory, input axons); Lava's own partition is not "
+             "public, so this is an estimate; `qcfs2lava plan` prints it per process.")
+
+
 def _energy_summary(e: EnergyTable) -> tuple[list[str], list[list[str]]]:
     head = ["quantity (per sample)", "operations", "energy", "how"]
     ratio = e.ann_energy_j / e.snn_energy_j if e.snn_energy_j > 0 else math.inf
@@ -251,6 +265,9 @@ def _html(data: ReportData, figs: Mapping[str, bytes]) -> str:
     if data.energy is not None:
         parts += ["<h2>(f) Operations and energy per sample</h2>", _html_table(*_energy_rows(data.energy), "energy"),
                   _html_table(*_energy_summary(data.energy), "energy-summary"), f'<p class="note">{e(ENERGY_NOTE)}</p>']
+    if data.plans:
+        parts += ["<h2>(g) Loihi 2 resource plan</h2>", _html_table(*_plan_rows(data.plans), "plan"),
+                  f'<p class="note">{e(PLAN_NOTE)}</p>']
     if data.provenance:
         parts += ["<h2>Provenance</h2>",
                   _html_table(["item", "value"], [[str(k), str(v)] for k, v in data.provenance.items()], "provenance")]
@@ -280,6 +297,8 @@ def _md(data: ReportData, files: Mapping[str, str]) -> str:
     if data.energy is not None:
         parts += ["## (f) Operations and energy per sample", "", _md_table(*_energy_rows(data.energy)), "",
                   _md_table(*_energy_summary(data.energy)), "", ENERGY_NOTE, ""]
+    if data.plans:
+        parts += ["## (g) Loihi 2 resource plan", "", _md_table(*_plan_rows(data.plans)), "", PLAN_NOTE, ""]
     if data.provenance:
         parts += ["## Provenance", "", _md_table(["item", "value"], [[str(k), str(v)] for k, v in
                                                                      data.provenance.items()]), ""]

@@ -10,13 +10,13 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from qcfs2lava.cli import calibrate, demo, evaluate, export, import_cmd, inspect, merge, report, simulate, train
+from qcfs2lava.cli import calibrate, demo, evaluate, export, import_cmd, inspect, merge, plan, report, simulate, train
 from qcfs2lava.cli.common import Parser
 from qcfs2lava.util.errors import run_reporting_errors
 
 __all__ = ["build_parser", "main", "COMMANDS"]
 
-COMMANDS = (train, import_cmd, evaluate, calibrate, export, inspect, simulate, merge, report, demo)
+COMMANDS = (train, import_cmd, evaluate, calibrate, export, inspect, plan, simulate, merge, report, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

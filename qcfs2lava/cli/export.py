@@ -35,6 +35,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     from netx_export.convert.fixedpoint import format_report
     from netx_export.netx.validate import load_netx
     from netx_export.netx.write import write_netx
+    from netx_export.report.plan import plan_json, plan_network, plan_summary
 
     out = a.output or os.path.splitext(a.checkpoint)[0] + ".net"
     check_outputs([("-o", out), ("--json", a.json)], [a.checkpoint])
@@ -61,14 +62,17 @@ def cmd_export(a: argparse.Namespace) -> int:
         worst_c = max(ex.corrections, key=lambda c: c.relative_to_vth)
         print(f"bias correction from {len(calib)} training images: mean rounding shift up to "
               f"{100 * worst_c.relative_to_vth:.2f}% of θ per step removed (layer {worst_c.name})")
-    checked = None
+    checked, plans = None, []
     if a.check:
         back = load_netx(out)
         checked = True
         print(f"check: {out} reloads and validates ({len(back.layers)} layers, NetX layout and Loihi limits OK)")
+        plans = [plan_network(back.layers, m, s) for m in ("microcode", "stock") for s in ("expanded", "shared")]
+        print(plan_summary(plans) + " (`qcfs2lava plan` for the table)")
     write_json(a.json, dict(checkpoint=a.checkpoint, sha256=ck.sha256, output=out, L=graph.L, phi=graph.phi,
                              recommended_T=a.T, neurons=neurons, weights=synapses, graph_max_logit_error=graph_err,
                              fold_errors=dict(graph.fold_errors), check=checked,
+                             loihi2_plan=[{k: v for k, v in plan_json(p).items() if k != "processes"} for p in plans],
                              bias_correction_images=len(calib) if calib is not None else 0,
                              bias_corrections=[c.__dict__ for c in ex.corrections],
                              layers=[{k: _clean(v) for k, v in r.__dict__.items()} for r in net.report]))

@@ -197,7 +197,7 @@ class Tiling:
     neurons: int                        # of the largest tile
     axons_in: int
     synapse_bits: int
-    bound: str                          # the limit that sets the count: neurons | memory | axons | none
+    bound: str                          # what sets the count: neurons | memory | axons | none | does not fit
     fits: bool                          # every tile meets every limit
 
 

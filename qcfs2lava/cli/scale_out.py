@@ -4,9 +4,9 @@
   files — for batch schedulers that start independent jobs.
 * ``--workers N``: N shard processes on this machine (``python -m qcfs2lava simulate ... --shard
   k/N``, each in its own session and pinned to its own cores, :func:`core_groups`), one progress bar
-  for all, joined here. Ctrl-C, SIGTERM or one
-  worker's failure stops every worker (SIGTERM, then SIGKILL to its process group, which holds its
-  Lava model processes, after a grace period), so none is left behind.
+  for all, joined here. Ctrl-C, SIGTERM or one worker's failure stops every worker (SIGTERM, then
+  SIGKILL to its process group, which holds its Lava model processes, after a grace period), so
+  none is left behind.
 * under ``torchrun`` (one or many nodes): rank r runs shard r of the world size, and rank 0 gathers
   every rank's record and per-sample arrays over ``torch.distributed`` (gloo) and writes.
 

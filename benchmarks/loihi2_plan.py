@@ -33,11 +33,10 @@ def main() -> int:
     p.add_argument("--out", default=OUT)
     p.add_argument("--archs", nargs="*", default=[z[0] for z in ZOO], help="zoo networks to plan")
     a = p.parse_args()
-    from qcfs2lava.cli.plan import plan_file
     from untrained import export_untrained
     from qcfs2lava.util.fileio import atomic_write_json, atomic_write_png, atomic_write_text
     from netx_export.report.limits import LOIHI2, SOURCES
-    from netx_export.report.plan import plan_json
+    from netx_export.report.plan import plan_file, plan_json
     from dataclasses import asdict
 
     wd = tempfile.mkdtemp(prefix="loihi2-plan-")

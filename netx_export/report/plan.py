@@ -48,7 +48,7 @@ from netx_export.report.energy import fan_out, shortcut_layer
 from netx_export.report.limits import KAPOHO_POINT_CHIPS, LOIHI2, ONE_CHIP, Limits
 
 __all__ = ["MODES", "STORAGES", "Synapse", "Process", "Tiling", "ProcessPlan", "Plan", "processes",
-           "tile", "plan_network", "plan_json", "format_plan", "verdict", "plan_summary"]
+           "tile", "plan_network", "plan_file", "plan_json", "format_plan", "verdict", "plan_summary"]
 
 MODES = ("microcode", "stock", "netx")
 STORAGES = ("expanded", "shared")
@@ -361,6 +361,26 @@ def plan_network(layers: Sequence[QLayer], mode: str, storage: str = "expanded",
         rows.append(ProcessPlan(p.name, p.role, p.shape, p.neurons, p.synapses, p.fan_in, p.fan_out,
                                 _process_bits(p, storage, limits, t), t))
     return Plan(mode, storage, limits, tuple(rows))
+
+
+def plan_file(path: str, modes: Sequence[str] | None = None, storages: Sequence[str] | None = None,
+              limits: Limits = LOIHI2, timing: str = "lava") -> list[Plan]:
+    """The plans of a NetX file: for ours (every neuron IF_SUB, no input layer) microcode and stock
+    mode, for any other file (lava-dl's) the ``netx`` mode; each in both synapse storages unless
+    ``storages`` says otherwise. A mode the file does not have raises ValueError."""
+    from netx_export.netx.read import has_input_neurons, read_layers
+
+    input_shape, layers = read_layers(path)
+    input_neurons = has_input_neurons(path)
+    ours = not input_neurons and all(lay.neuron is None or lay.neuron.type == "IF_SUB"
+                                     for lay in layers if lay.kind != "flatten")
+    possible = ["microcode", "stock"] if ours else ["netx"]
+    for m in modes or ():
+        if m not in possible:
+            raise ValueError(f"{path} is {'a qcfs2lava' if ours else 'not a qcfs2lava (IF_SUB)'} file; "
+                             f"its modes are {', '.join(possible)}, not {m}")
+    return [plan_network(layers, m, st, limits, input_shape, input_neurons, timing)
+            for m in (modes or possible) for st in (storages or STORAGES)]
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     from netx_export.convert.fixedpoint import format_report
     from netx_export.netx.validate import load_netx
     from netx_export.netx.write import write_netx
-    from netx_export.report.plan import plan_json, plan_network, plan_summary
+    from netx_export.report.plan import STORAGES, plan_json, plan_network, plan_summary
 
     out = a.output or os.path.splitext(a.checkpoint)[0] + ".net"
     check_outputs([("-o", out), ("--json", a.json)], [a.checkpoint])
@@ -67,7 +67,7 @@ def cmd_export(a: argparse.Namespace) -> int:
         back = load_netx(out)
         checked = True
         print(f"check: {out} reloads and validates ({len(back.layers)} layers, NetX layout and Loihi limits OK)")
-        plans = [plan_network(back.layers, m, s) for m in ("microcode", "stock") for s in ("expanded", "shared")]
+        plans = [plan_network(back.layers, m, s) for m in ("microcode", "stock") for s in STORAGES]
         print(plan_summary(plans) + " (`qcfs2lava plan` for the table)")
     write_json(a.json, dict(checkpoint=a.checkpoint, sha256=ck.sha256, output=out, L=graph.L, phi=graph.phi,
                              recommended_T=a.T, neurons=neurons, weights=synapses, graph_max_logit_error=graph_err,

@@ -5,7 +5,7 @@ import argparse
 
 from qcfs2lava.cli.common import RAW, integer, write_json
 
-__all__ = ["register", "cmd_plan", "plan_file"]
+__all__ = ["register", "cmd_plan"]
 
 EPILOG_PLAN = """examples:
   qcfs2lava plan model.net                        # microcode and stock mode, both synapse storages
@@ -17,34 +17,17 @@ Every limit and what it rests on: netx_export/report/limits.py (docs/stock-mode.
 """
 
 
-def plan_file(path: str, modes: list[str] | None = None, storages: list[str] | None = None,
-              limits=None, timing: str = "lava") -> list:
-    """The plans of one NetX file: for our files (every neuron IF_SUB) microcode and stock mode, for any
-    other file the ``netx`` mode; each in both synapse storages unless ``storages`` says otherwise."""
-    from netx_export.netx.read import has_input_neurons, read_layers
-    from netx_export.report.limits import LOIHI2
-    from netx_export.report.plan import STORAGES, plan_network
-    from qcfs2lava.util.errors import UserError
-
-    input_shape, layers = read_layers(path)
-    ours = all(lay.neuron is None or lay.neuron.type == "IF_SUB" for lay in layers if lay.kind != "flatten") \
-        and not has_input_neurons(path)
-    possible = ["microcode", "stock"] if ours else ["netx"]
-    for m in modes or []:
-        if m not in possible:
-            raise UserError(f"--mode {m}: {path} is {'a qcfs2lava' if ours else 'not a qcfs2lava (IF_SUB)'} "
-                            f"file; its modes are {', '.join(possible)}")
-    return [plan_network(layers, m, s, limits or LOIHI2, input_shape, not ours, timing)
-            for m in (modes or possible) for s in (storages or STORAGES)]
-
-
 def cmd_plan(a: argparse.Namespace) -> int:
     from netx_export.report.limits import Limits
-    from netx_export.report.plan import format_plan, plan_json
+    from netx_export.report.plan import format_plan, plan_file, plan_json
+    from qcfs2lava.util.errors import UserError
 
     limits = Limits(neurons_per_core=a.neurons_per_core, synapse_bits_per_core=a.synapse_kib * 8192,
                     axons_in_per_core=a.axons_in, synapse_overhead_bits=a.synapse_bits)
-    plans = plan_file(a.file, a.mode and [a.mode], a.storage and [a.storage], limits, a.timing)
+    try:
+        plans = plan_file(a.file, a.mode and [a.mode], a.storage and [a.storage], limits, a.timing)
+    except ValueError as e:
+        raise UserError(f"--mode {a.mode}: {e}") from None
     for k, p in enumerate(plans):
         print(("\n" if k else "") + format_plan(p))
     write_json(a.json, dict(file=a.file, plans=[plan_json(p) for p in plans]))

@@ -51,11 +51,11 @@ def randomize_bn(model, seed=0):
 
 
 def run_cli(*args, cwd=None, env=None):
-    """Run ``python -m qcfs2lava`` in a subprocess, as a user would."""
-    import subprocess
+    """``python -m qcfs2lava ARGS`` in a process of its own, as a user would run it (forked from a process
+    that has already imported the stack: tests/forkserver.py)."""
+    from forkserver import run_qcfs2lava
     e = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "qcfs2lava", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=e, timeout=600)
+    return run_qcfs2lava([str(a) for a in args], cwd or ROOT, e, 600)[0]
 
 
 def require_lava():

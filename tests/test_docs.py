@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from forkserver import run_qcfs2lava
 
 DOCS = os.path.join(ROOT, "docs")
 PAGES = sorted(f for f in os.listdir(DOCS) if f.endswith(".md"))
@@ -178,8 +179,12 @@ def run_command(page: str, cmd: Command, cwd: str, dirs: dict[str, str], timings
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
                MPLBACKEND="Agg")
     t0, c0 = time.perf_counter(), _child_cpu()
-    r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    timings.append((f"{page}:{cmd.line}", time.perf_counter() - t0, f"[cpu {_child_cpu() - c0:5.1f} s] {cmd.text}"))
+    if argv[1:3] == ["-m", "qcfs2lava"]:          # forked from a process that has the stack imported
+        r, cpu = run_qcfs2lava(argv[3:], cwd, env, COMMAND_TIMEOUT_S)
+    else:
+        r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        cpu = _child_cpu() - c0
+    timings.append((f"{page}:{cmd.line}", time.perf_counter() - t0, f"[cpu {cpu:5.1f} s] {cmd.text}"))
     out = r.stdout + r.stderr
     where = f"docs/{page}:{cmd.line}: $ {cmd.text}\n  ran: {shlex.join(argv)}\n  in {cwd}"
     assert r.returncode == cmd.exit_code, \
